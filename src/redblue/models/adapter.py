@@ -1,0 +1,107 @@
+"""A model seen through its :class:`ArchSpec`: blocks, projections, embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from redblue.errors import ArchitectureError
+from redblue.models.arch import _OVERRIDE_ATTR, ArchSpec, arch_spec, get_module
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelAdapter:
+    """Named access to the parts of one causal LM.
+
+    The adapter holds no state of its own beyond the model and its spec; build
+    one whenever needed with :func:`adapt`.
+    """
+
+    model: nn.Module
+    spec: ArchSpec
+
+    @property
+    def family(self) -> str:
+        return str(getattr(self.model.config, "model_type", type(self.model).__name__))
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return get_module(self.model, self.spec.blocks)  # type: ignore[return-value]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def embed(self) -> nn.Module:
+        return get_module(self.model, self.spec.embed)
+
+    @property
+    def pos_embed(self) -> nn.Module | None:
+        return get_module(self.model, self.spec.pos_embed) if self.spec.pos_embed else None
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return get_module(self.model, self.spec.final_norm)
+
+    @property
+    def unembed(self) -> nn.Module:
+        return get_module(self.model, self.spec.unembed)
+
+    @property
+    def d_model(self) -> int:
+        """Width of the residual stream, read from the token embedding."""
+        return int(self.embed.weight.shape[1])  # type: ignore[union-attr]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.embed.weight.shape[0])  # type: ignore[union-attr]
+
+    def block(self, layer: int) -> nn.Module:
+        n = self.n_layers
+        if not -n <= layer < n:
+            raise IndexError(f"layer {layer} out of range for a model with {n} layers")
+        return self.blocks[layer]
+
+    def attn_out(self, layer: int) -> nn.Module:
+        """The attention output projection of ``layer`` (writes into the residual stream)."""
+        return get_module(self.block(layer), self.spec.attn_out)
+
+    def mlp_out(self, layer: int) -> nn.Module:
+        """The MLP output projection of ``layer`` (writes into the residual stream)."""
+        return get_module(self.block(layer), self.spec.mlp_out)
+
+    def attn_out_norm(self, layer: int) -> nn.Module | None:
+        return get_module(self.block(layer), self.spec.attn_out_norm) if self.spec.attn_out_norm else None
+
+    def mlp_out_norm(self, layer: int) -> nn.Module | None:
+        return get_module(self.block(layer), self.spec.mlp_out_norm) if self.spec.mlp_out_norm else None
+
+
+def adapt(model: nn.Module, arch: ArchSpec | None = None) -> ModelAdapter:
+    """Return the :class:`ModelAdapter` of ``model``.
+
+    Passing ``arch`` overrides the table for this model object (and is
+    remembered on it, so later calls without ``arch`` find it). Every path of
+    the spec is checked to resolve.
+    """
+    spec = arch_spec(model, arch)
+    adapter = ModelAdapter(model, spec)
+    # Resolve every path once so a wrong row fails here, with the path named.
+    try:
+        adapter.embed, adapter.final_norm, adapter.unembed, adapter.pos_embed  # noqa: B018
+        if adapter.n_layers == 0:
+            raise ArchitectureError(f"{spec.blocks!r} of {type(model).__name__} holds no blocks")
+        adapter.attn_out(0), adapter.mlp_out(0), adapter.attn_out_norm(0), adapter.mlp_out_norm(0)  # noqa: B018
+    except ArchitectureError as e:
+        raise ArchitectureError(
+            e.what,
+            where=f"ArchSpec for {type(model).__name__}",
+            fix="correct the module path in the ArchSpec (print(model) shows the module tree)",
+        ) from None
+    if arch is not None:
+        setattr(model, _OVERRIDE_ATTR, arch)
+    return adapter

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny models of every ArchSpec family, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# No hub here (and none needed): every test runs offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from tests.tiny import FAMILIES, Family, make_model, make_tokenizer  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(
+            f"{SHARED_DATA} not found: the shared datasets sit beside the repository "
+            "only in the development checkout"
+        )
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo() -> dict[str, tuple[object, object]]:
+    """``model_type -> (model, tokenizer)`` for every family, built once."""
+    zoo = {}
+    for name, family in FAMILIES.items():
+        tokenizer = make_tokenizer(family.template)
+        zoo[name] = (make_model(family, vocab_size=len(tokenizer)), tokenizer)
+    return zoo
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def family(request: pytest.FixtureRequest) -> Family:
+    return FAMILIES[request.param]
+
+
+@pytest.fixture
+def tiny(tiny_zoo: dict[str, tuple[object, object]], family: Family) -> tuple[object, object]:
+    """``(model, tokenizer)`` of the parametrized family."""
+    return tiny_zoo[family.model_type]
+
+
+@pytest.fixture(scope="session")
+def llama(tiny_zoo: dict[str, tuple[object, object]]) -> tuple[object, object]:
+    return tiny_zoo["llama"]
