@@ -159,28 +159,35 @@ def load(
         kwargs["gguf_file"] = source.gguf_file
     if source.kind == "hub" and revision:
         kwargs["revision"] = revision
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch_dtype, **kwargs)
-    except (OSError, ValueError) as e:
-        if source.kind == "hub":
-            raise _hub_error(source, e) from None
-        raise ModelError(f"could not load the model: {e}", where=source.location) from None
-    model.to(device)
-    model.eval()
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if not smoke_test(model):
-        if model.dtype == torch.float32:
-            raise ModelError("the model gives non-finite logits even in float32", where=source.location)
+    def from_files(dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **kwargs)
+        except (OSError, ValueError) as e:
+            if source.kind == "hub":
+                raise _hub_error(source, e) from None
+            raise ModelError(f"could not load the model: {e}", where=source.location) from None
+        model.to(device)
+        model.eval()
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
+
+    model, tokenizer = from_files(torch_dtype)
+    if not smoke_test(model) and torch_dtype != torch.float32:
         warnings.warn(
-            f"{source.location}: non-finite logits in {model.dtype}; falling back to float32",
+            f"{source.location}: non-finite logits in {torch_dtype}; falling back to float32",
             RuntimeWarning,
             stacklevel=2,
         )
-        model.float()
-        if not smoke_test(model):
-            raise ModelError("the model gives non-finite logits even in float32", where=source.location)
+        del model
+        model, tokenizer = from_files(torch.float32)
+    if not smoke_test(model):
+        raise ModelError(
+            "the model gives non-finite logits even in float32",
+            where=source.location,
+            fix="the weights are broken (inf or NaN); re-download or re-export them",
+        )
     return model, tokenizer
 
 
