@@ -19,6 +19,7 @@ from redblue.models.chat import (
 )
 from redblue.models.generate import Completion, GenerationSettings, generate
 from redblue.models.hooks import Hooks, hook_residual, record_residual
+from redblue.models.info import ModelInfo, describe
 from redblue.models.load import EMBEDDED, ModelSource, export, load, resolve
 
 __all__ = [
@@ -31,8 +32,10 @@ __all__ = [
     "GenerationSettings",
     "Hooks",
     "ModelAdapter",
+    "ModelInfo",
     "ModelSource",
     "adapt",
+    "describe",
     "arch_spec",
     "encode_batch",
     "encode_chat",

@@ -94,7 +94,7 @@ def encode_chat(
 
 def post_instruction_tokens(tokenizer: PreTrainedTokenizerBase, *, system: str | None = None) -> list[str]:
     """The post-instruction tokens of this tokenizer's template, as strings."""
-    enc = encode_chat(tokenizer, "Tell me about the sea.", system=system)
+    enc = encode_chat(tokenizer, "Tell me about the sea.", system=system)  # any instruction will do
     return [tokenizer.decode([enc.input_ids[i]]) for i in enc.post_instruction]
 
 

@@ -1,0 +1,15 @@
+"""Prompt sets: the values every stage reads, and loaders for the files users have."""
+
+from __future__ import annotations
+
+from redblue.data.prompts import Prompt, PromptSet
+from redblue.data.sources import SUPPORTED_FORMATS, describe, detect_format, load_prompts
+
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "Prompt",
+    "PromptSet",
+    "describe",
+    "detect_format",
+    "load_prompts",
+]
