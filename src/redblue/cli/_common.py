@@ -23,11 +23,18 @@ def settings(ctx: typer.Context) -> Settings:
     return obj if isinstance(obj, Settings) else load_settings()
 
 
-def load_model(cfg: Settings, spec: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model(
+    cfg: Settings, spec: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the model named by ``spec`` (or the settings' model) with the settings' options."""
     from redblue.models import ArchSpec, adapt, load
 
-    model, tokenizer = load(spec or cfg.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+    model, tokenizer = load(
+        spec or cfg.model,
+        dtype=cfg.dtype,
+        device=cfg.device,
+        trust_remote_code=cfg.trust_remote_code,
+    )
     adapt(model, arch=ArchSpec.from_file(cfg.arch) if cfg.arch else None)
     return model, tokenizer
 

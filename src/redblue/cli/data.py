@@ -8,16 +8,33 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Inspect prompt sets (JSON, JSONL, CSV, TSV, TXT, YAML, HF datasets).", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect prompt sets (JSON, JSONL, CSV, TSV, TXT, YAML, HF datasets).",
+    no_args_is_help=True,
+)
 
 
 @app.command("info")
 def info(
-    source: Annotated[str, typer.Argument(help="A file, a folder of files, a saved HF dataset, or a hub dataset name.")],
-    column: Annotated[str | None, typer.Option(help="Column holding the prompt (auto-detected by default).")] = None,
-    target_column: Annotated[str | None, typer.Option(help="Column holding a target completion.")] = None,
-    category_column: Annotated[str | None, typer.Option(help="Column holding a category label.")] = None,
-    format: Annotated[str | None, typer.Option("--format", help="Force a format: json, jsonl, csv, tsv, txt, yaml, hf.")] = None,
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A file, a folder of files, a saved HF dataset, or a hub dataset name."
+        ),
+    ],
+    column: Annotated[
+        str | None, typer.Option(help="Column holding the prompt (auto-detected by default).")
+    ] = None,
+    target_column: Annotated[
+        str | None, typer.Option(help="Column holding a target completion.")
+    ] = None,
+    category_column: Annotated[
+        str | None, typer.Option(help="Column holding a category label.")
+    ] = None,
+    format: Annotated[
+        str | None,
+        typer.Option("--format", help="Force a format: json, jsonl, csv, tsv, txt, yaml, hf."),
+    ] = None,
     split: Annotated[str | None, typer.Option(help="Split of a HF dataset (e.g. train).")] = None,
     sample: Annotated[int, typer.Option(help="How many prompts to show.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,

@@ -13,7 +13,9 @@ from redblue.cli._common import load_model, settings, write_json
 def demo(
     ctx: typer.Context,
     max_new_tokens: Annotated[int, typer.Option(help="Length of each demo answer.")] = 48,
-    n_chat: Annotated[int, typer.Option(help="How many harmful and how many harmless requests to answer.")] = 2,
+    n_chat: Annotated[
+        int, typer.Option(help="How many harmful and how many harmless requests to answer.")
+    ] = 2,
 ) -> None:
     """The quick tour: load a model, inspect it, let it answer, look inside.
 
@@ -34,7 +36,14 @@ def demo(
     with console.status(f"loading {cfg.model} ..."):
         model, tokenizer = load_model(cfg)
     console.print(f"loaded [bold]{cfg.model}[/] in {time.perf_counter() - start:.1f}s")
-    result = run_demo(model, tokenizer, source=cfg.model, n_chat=n_chat, max_new_tokens=max_new_tokens, seed=cfg.seed)
+    result = run_demo(
+        model,
+        tokenizer,
+        source=cfg.model,
+        n_chat=n_chat,
+        max_new_tokens=max_new_tokens,
+        seed=cfg.seed,
+    )
 
     info = result.model
     console.rule("1. the model layer")
@@ -43,7 +52,9 @@ def demo(
         f"{info.n_params / 1e6:.1f}M parameters, {info.dtype} on {info.device}"
     )
     console.print("chat template renders:", repr(info.example_prompt))
-    console.print("post-instruction tokens:", " ".join(repr(t) for t in info.post_instruction_tokens))
+    console.print(
+        "post-instruction tokens:", " ".join(repr(t) for t in info.post_instruction_tokens)
+    )
 
     console.rule("2. answers (greedy)")
     for c in result.completions:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -19,7 +18,7 @@ from redblue.errors import RedblueError
 class _Group(TyperGroup):
     """Prints a :class:`RedblueError` as a message, not a traceback, and exits 2."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except RedblueError as e:
@@ -48,18 +47,30 @@ app = typer.Typer(
 def main_options(
     ctx: typer.Context,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model: embedded name (smollm2), folder, .gguf file or hub id.")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model: embedded name (smollm2), folder, .gguf file or hub id."
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and splits.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Folder for results (default ./redblue-out).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for results (default ./redblue-out).")
+    ] = None,
     trust_remote_code: Annotated[
         bool | None,
-        typer.Option("--trust-remote-code/--no-trust-remote-code", help="Run code shipped with the model. Off by default."),
+        typer.Option(
+            "--trust-remote-code/--no-trust-remote-code",
+            help="Run code shipped with the model. Off by default.",
+        ),
     ] = None,
-    arch: Annotated[Path | None, typer.Option(help="JSON ArchSpec for a model family redblue does not know.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML settings file (default ./redblue.toml if present).")] = None,
+    arch: Annotated[
+        Path | None, typer.Option(help="JSON ArchSpec for a model family redblue does not know.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML settings file (default ./redblue.toml if present).")
+    ] = None,
 ) -> None:
     from redblue.settings import load_settings
 

@@ -16,7 +16,10 @@ app = typer.Typer(help="Inspect, list and export models.", no_args_is_help=True)
 @app.command("info")
 def info(
     ctx: typer.Context,
-    spec: Annotated[str | None, typer.Argument(help="Embedded name, folder, .gguf file or hub id (default: --model).")] = None,
+    spec: Annotated[
+        str | None,
+        typer.Argument(help="Embedded name, folder, .gguf file or hub id (default: --model)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Family, layers, d_model, chat template and post-instruction tokens of a model.
@@ -44,7 +47,9 @@ def info(
         "vocabulary": str(summary.vocab_size),
         "parameters": f"{summary.n_params:,}",
         "dtype / device": f"{summary.dtype} / {summary.device}",
-        "chat template": "yes (the tokenizer's)" if summary.chat_template else "no: plain User/Assistant fallback",
+        "chat template": "yes (the tokenizer's)"
+        if summary.chat_template
+        else "no: plain User/Assistant fallback",
         "example prompt": repr(summary.example_prompt),
         "post-instruction tokens": " ".join(repr(t) for t in summary.post_instruction_tokens),
     }
@@ -72,7 +77,9 @@ def list_models() -> None:
 @app.command("export")
 def export_model(
     ctx: typer.Context,
-    spec: Annotated[str, typer.Argument(help="Model to export (embedded name, folder, .gguf file or hub id).")],
+    spec: Annotated[
+        str, typer.Argument(help="Model to export (embedded name, folder, .gguf file or hub id).")
+    ],
     out: Annotated[Path, typer.Argument(help="New folder for the plain HF weights (safetensors).")],
 ) -> None:
     """Write a model as a plain Hugging Face folder (safetensors) that other tools load.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from redblue.data.prompts import Prompt, PromptSet
-from redblue.data.sources import SUPPORTED_FORMATS, describe, detect_format, load_prompts
+from redblue.data.prompts import Prompt, PromptSet, describe
+from redblue.data.sources import SUPPORTED_FORMATS, detect_format, load_prompts
 
 __all__ = [
     "SUPPORTED_FORMATS",

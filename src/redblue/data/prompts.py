@@ -12,6 +12,7 @@ import json
 import os
 import random
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, overload
 
 from redblue.errors import DataError
 
-__all__ = ["Prompt", "PromptSet"]
+__all__ = ["Prompt", "PromptSet", "describe"]
 
 _FRACTION_TOLERANCE = 1e-6
 
@@ -310,8 +311,46 @@ class PromptSet:
                 raise DataError(exc.what, where=where, fix=exc.fix) from None
         return cls(tuple(prompts), name=path.stem if name is None else name, source=str(path))
 
+    def with_unique_ids(self) -> PromptSet:
+        """Give repeated ids a ``#2``, ``#3`` ... suffix; the first keeps its id."""
+        taken = set(self.ids)
+        if len(taken) == len(self):
+            return self
+        seen: set[str] = set()
+        prompts: list[Prompt] = []
+        for prompt in self.prompts:
+            if prompt.id in seen:
+                k = 2
+                while f"{prompt.id}#{k}" in taken:
+                    k += 1
+                taken.add(f"{prompt.id}#{k}")
+                prompt = replace(prompt, id=f"{prompt.id}#{k}")
+            seen.add(prompt.id)
+            prompts.append(prompt)
+        return self._with(tuple(prompts))
+
     def _with(self, prompts: tuple[Prompt, ...]) -> PromptSet:
         return replace(self, prompts=prompts, roles=dict(self.roles))
+
+
+def describe(prompts: PromptSet, sample_size: int = 3) -> dict[str, Any]:
+    """A JSON-ready summary: rows, columns, roles, category counts and the first prompts."""
+    categories = Counter(c for c in prompts.categories if c is not None)
+    return {
+        "name": prompts.name,
+        "source": prompts.source,
+        "rows": len(prompts),
+        "columns": list(prompts.columns),
+        "roles": dict(prompts.roles),
+        "with_target": sum(t is not None for t in prompts.targets),
+        "categories": dict(categories.most_common()),
+        "uncategorised": sum(c is None for c in prompts.categories),
+        "content_hash": prompts.content_hash,
+        "sample": [
+            {"id": p.id, "instruction": p.instruction, "target": p.target, "category": p.category}
+            for p in prompts.prompts[:sample_size]
+        ],
+    }
 
 
 def _optional_str(value: object) -> str | None:

@@ -25,13 +25,12 @@ import csv
 import io
 import json
 import re
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from redblue.data.prompts import Prompt, PromptSet
+from redblue.data.prompts import Prompt, PromptSet, describe
 from redblue.errors import DataError
 
 __all__ = [
@@ -47,88 +46,40 @@ __all__ = [
 
 SUPPORTED_FORMATS: tuple[str, ...] = ("json", "jsonl", "csv", "tsv", "txt", "yaml", "parquet", "hf")
 
+# fmt: off
 INSTRUCTION_COLUMNS: tuple[str, ...] = (
-    "instruction",
-    "prompt",
-    "goal",
-    "behavior",
-    "question",
-    "query",
-    "request",
-    "text",
-    "input",
-    "value",
-    "template",
+    "instruction", "prompt", "goal", "behavior", "question", "query", "request", "text", "input",
+    "value", "template",
 )
 TARGET_COLUMNS: tuple[str, ...] = (
-    "target",
-    "target_response",
-    "response",
-    "completion",
-    "output",
-    "answer",
+    "target", "target_response", "response", "completion", "output", "answer",
 )
 CATEGORY_COLUMNS: tuple[str, ...] = (
-    "category",
-    "semantic_category",
-    "type",
-    "functional_category",
-    "harm_category",
+    "category", "semantic_category", "type", "functional_category", "harm_category",
 )
+# fmt: on
 ID_COLUMNS: tuple[str, ...] = ("id", "behavior_id", "uid")
 
 _EXTENSIONS: dict[str, str] = {
-    ".json": "json",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".txt": "txt",
-    ".yaml": "yaml",
-    ".yml": "yaml",
-    ".prompt": "yaml",
-    ".parquet": "parquet",
-}
+    f".{fmt}": fmt for fmt in ("json", "jsonl", "csv", "tsv", "txt", "yaml", "parquet")
+} | {".ndjson": "jsonl", ".yml": "yaml", ".prompt": "yaml"}
 _ALIASES: dict[str, str] = {"yml": "yaml", "ndjson": "jsonl", "datasets": "hf", "huggingface": "hf"}
 _CONTAINER_KEYS = ("data", "prompts", "instructions", "behaviors", "rows", "examples", "items")
 _DOC_FILE = re.compile(r"(readme|licen[cs]e|notice|source|changelog|copying)\b", re.IGNORECASE)
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-_FORMAT_FIX = (
-    f"use one of the extensions {', '.join(sorted(_EXTENSIONS))}, "
-    f"or pass format= (one of {', '.join(SUPPORTED_FORMATS)})"
-)
 
 
 @dataclass(frozen=True)
-class _Request:
-    """The caller's column overrides."""
+class _Columns:
+    """A column name per prompt field: the caller's overrides, or the detected columns."""
 
-    column: str | None = None
+    instruction: str | None = None
     target: str | None = None
     category: str | None = None
     id: str | None = None
 
-    def any(self) -> bool:
-        return any((self.column, self.target, self.category, self.id))
-
-
-@dataclass(frozen=True)
-class _Fields:
-    """Which column feeds each prompt field (``None``: no such column)."""
-
-    instruction: str
-    target: str | None
-    category: str | None
-    id: str | None
-
     def roles(self) -> dict[str, str]:
-        named = {
-            "instruction": self.instruction,
-            "target": self.target,
-            "category": self.category,
-            "id": self.id,
-        }
-        return {role: col for role, col in named.items() if col is not None}
+        return {field: col for field, col in asdict(self).items() if col is not None}
 
 
 @dataclass(frozen=True)
@@ -175,7 +126,7 @@ def load_prompts(
     ``"#2"``, ``"#3"`` suffixes. Rows are kept as they are unless ``dedupe``.
     """
     fmt = _normalise_format(format)
-    request = _Request(column, target_column, category_column, id_column)
+    request = _Columns(column, target_column, category_column, id_column)
     path = Path(source).expanduser()
     if path.is_dir():
         label = path.name
@@ -198,12 +149,12 @@ def load_prompts(
             fix="check the path; a Hugging Face hub dataset is named like 'owner/name'",
         )
     prompts = PromptSet(
-        tuple(_unique_ids(loaded.prompts)),
+        tuple(loaded.prompts),
         name=label if name is None else name,
         source=str(source),
         columns=loaded.columns,
         roles=loaded.roles,
-    )
+    ).with_unique_ids()
     return prompts.dedupe() if dedupe else prompts
 
 
@@ -217,26 +168,6 @@ def detect_format(source: str | Path) -> str:
     if isinstance(source, str) and _looks_like_hub_name(source):
         return "hf"
     raise DataError("file or folder not found", where=str(source), fix="check the path")
-
-
-def describe(prompts: PromptSet, sample_size: int = 3) -> dict[str, Any]:
-    """A summary for display: rows, columns, roles, category counts and the first prompts."""
-    categories = Counter(c for c in prompts.categories if c is not None)
-    return {
-        "name": prompts.name,
-        "source": prompts.source,
-        "rows": len(prompts),
-        "columns": list(prompts.columns),
-        "roles": dict(prompts.roles),
-        "with_target": sum(t is not None for t in prompts.targets),
-        "categories": dict(categories.most_common()),
-        "uncategorised": sum(c is None for c in prompts.categories),
-        "content_hash": prompts.content_hash,
-        "sample": [
-            {"id": p.id, "instruction": p.instruction, "target": p.target, "category": p.category}
-            for p in prompts.prompts[:sample_size]
-        ],
-    }
 
 
 # -- formats --------------------------------------------------------------------
@@ -261,7 +192,8 @@ def _format_of(path: Path) -> str:
         raise DataError(
             f"cannot tell the format of a {path.suffix or 'extension-less'!r} file",
             where=str(path),
-            fix=_FORMAT_FIX,
+            fix=f"use one of the extensions {', '.join(sorted(_EXTENSIONS))}, "
+            f"or pass format= (one of {', '.join(SUPPORTED_FORMATS)})",
         )
     return fmt
 
@@ -286,7 +218,7 @@ def _reject_split(split: str | None, path: Path) -> None:
         )
 
 
-def _load_file(path: Path, fmt: str, request: _Request, *, stem: str) -> _Loaded:
+def _load_file(path: Path, fmt: str, request: _Columns, *, stem: str) -> _Loaded:
     if fmt == "hf":
         raise DataError(
             "format='hf' needs a dataset folder or a hub dataset name, not a file",
@@ -309,7 +241,7 @@ def _load_file(path: Path, fmt: str, request: _Request, *, stem: str) -> _Loaded
     return _load_txt(text, path, request, stem)
 
 
-def _load_dir(folder: Path, fmt: str | None, request: _Request) -> _Loaded:
+def _load_dir(folder: Path, fmt: str | None, request: _Columns) -> _Loaded:
     files = sorted(
         (p for p in folder.rglob("*") if _is_prompt_file(p, folder, fmt)),
         key=lambda p: p.relative_to(folder).as_posix(),
@@ -334,14 +266,15 @@ def _load_dir(folder: Path, fmt: str | None, request: _Request) -> _Loaded:
 
 
 def _is_prompt_file(path: Path, folder: Path, fmt: str | None) -> bool:
-    if not path.is_file():
-        return False
-    if any(part.startswith(".") for part in path.relative_to(folder).parts):
-        return False
-    if _DOC_FILE.match(path.stem):
-        return False
     kind = _EXTENSIONS.get(path.suffix.lower())
-    return kind is not None and (fmt is None or kind == fmt)
+    hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+    return (
+        kind is not None
+        and (fmt is None or kind == fmt)
+        and not hidden
+        and not _DOC_FILE.match(path.stem)
+        and path.is_file()
+    )
 
 
 def _read_text(path: Path) -> str:
@@ -390,13 +323,15 @@ def _parse_yaml(text: str, path: Path) -> Any:
         ) from None
 
 
-def _from_document(doc: Any, path: Path, request: _Request, stem: str) -> _Loaded:
+def _from_document(doc: Any, path: Path, request: _Columns, stem: str) -> _Loaded:
     """Rows of a parsed JSON or YAML document: a list, a container object, or a template."""
+    if doc is None:
+        raise DataError("no prompts found", where=str(path), fix="add at least one prompt")
     if isinstance(doc, dict):
         for key in _CONTAINER_KEYS:
             if isinstance(doc.get(key), list):
-                return _from_items(doc[key], path, request, stem)
-        if isinstance(doc.get("value"), str) and request.column in (None, "value"):
+                return _from_document(doc[key], path, request, stem)
+        if isinstance(doc.get("value"), str) and request.instruction in (None, "value"):
             return _from_template(doc, path, stem)
         keys = ", ".join(repr(str(k)) for k in doc) or "none"
         raise DataError(
@@ -406,16 +341,13 @@ def _from_document(doc: Any, path: Path, request: _Request, stem: str) -> _Loade
             fix="put the prompts in a list, or under a 'prompts' key",
         )
     if isinstance(doc, list):
-        return _from_items(doc, path, request, stem)
+        origin = _Origin(str(path), by_line=False)
+        return _build(enumerate(doc, start=1), origin, request, stem)
     raise DataError(
         f"expected a list of prompts, found a {type(doc).__name__}",
         where=str(path),
         fix="put the prompts in a list",
     )
-
-
-def _from_items(items: list[Any], path: Path, request: _Request, stem: str) -> _Loaded:
-    return _build(enumerate(items, start=1), _Origin(str(path), by_line=False), request, stem)
 
 
 def _from_template(doc: dict[Any, Any], path: Path, stem: str) -> _Loaded:
@@ -430,7 +362,7 @@ def _from_template(doc: dict[Any, Any], path: Path, stem: str) -> _Loaded:
     return _Loaded([prompt], tuple(str(k) for k in doc), {"instruction": "value"})
 
 
-def _load_jsonl(text: str, path: Path, request: _Request, stem: str) -> _Loaded:
+def _load_jsonl(text: str, path: Path, request: _Columns, stem: str) -> _Loaded:
     rows: list[tuple[int, Any]] = []
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -446,7 +378,7 @@ def _load_jsonl(text: str, path: Path, request: _Request, stem: str) -> _Loaded:
     return _build(rows, _Origin(str(path), by_line=True), request, stem)
 
 
-def _load_table(text: str, path: Path, request: _Request, stem: str, *, delimiter: str) -> _Loaded:
+def _load_table(text: str, path: Path, request: _Columns, stem: str, *, delimiter: str) -> _Loaded:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header: list[str] | None = None
     rows: list[tuple[int, dict[str, str]]] = []
@@ -476,7 +408,7 @@ def _load_table(text: str, path: Path, request: _Request, stem: str, *, delimite
     return _build(rows, _Origin(str(path), by_line=True), request, stem, columns=header)
 
 
-def _load_txt(text: str, path: Path, request: _Request, stem: str) -> _Loaded:
+def _load_txt(text: str, path: Path, request: _Columns, stem: str) -> _Loaded:
     rows = [
         (lineno, line.strip())
         for lineno, line in enumerate(text.split("\n"), start=1)
@@ -485,7 +417,7 @@ def _load_txt(text: str, path: Path, request: _Request, stem: str) -> _Loaded:
     return _build(rows, _Origin(str(path), by_line=True), request, stem)
 
 
-def _load_parquet(path: Path, request: _Request, stem: str) -> _Loaded:
+def _load_parquet(path: Path, request: _Columns, stem: str) -> _Loaded:
     import pyarrow.parquet as pq
 
     try:
@@ -500,7 +432,7 @@ def _load_parquet(path: Path, request: _Request, stem: str) -> _Loaded:
 
 
 def _load_hf(
-    source: str, request: _Request, split: str | None, *, stem: str, local: bool
+    source: str, request: _Columns, split: str | None, *, stem: str, local: bool
 ) -> _Loaded:
     """Rows of a Hugging Face dataset: a ``save_to_disk`` folder, a data folder or a hub name."""
     import datasets
@@ -543,7 +475,7 @@ def _pick_split(splits: Mapping[str, Any], split: str | None, source: str) -> An
 def _build(
     rows: Iterable[tuple[int, Any]],
     origin: _Origin,
-    request: _Request,
+    request: _Columns,
     stem: str,
     *,
     columns: Sequence[str] | None = None,
@@ -552,22 +484,19 @@ def _build(
     rows = list(rows)
     if not rows:
         raise DataError("no prompts found", where=origin.source, fix="add at least one prompt")
+    has_tables = any(isinstance(row, dict) for _, row in rows)
     if columns is None:
         columns = list(
             dict.fromkeys(str(k) for _, row in rows if isinstance(row, dict) for k in row)
         )
-    has_tables = any(isinstance(row, dict) for _, row in rows)
-    if has_tables:
-        fields: _Fields | None = _resolve_fields(columns, request, origin.source)
-    elif request.any():
+    fields = _resolve_columns(columns, request, origin.source) if has_tables else _Columns()
+    if not has_tables and request.roles():
         raise DataError(
             "column options were given but the rows are plain strings, without columns",
             where=origin.source,
             fix="drop column=, target_column=, category_column= and id_column=",
         )
-    else:
-        fields = None
-    used = set(fields.roles().values()) if fields else set()
+    used = set(fields.roles().values())
     extras = [c for c in columns if c and c not in used]
     prompts: list[Prompt] = []
     for index, (position, row) in enumerate(rows):
@@ -575,7 +504,7 @@ def _build(
             if not row.strip():
                 raise _empty_prompt(origin.at(position), None)
             prompts.append(Prompt(instruction=row, id=f"{stem}-{index}"))
-        elif isinstance(row, dict) and fields is not None:
+        elif isinstance(row, dict):
             prompts.append(_row_prompt(row, fields, extras, f"{stem}-{index}", origin, position))
         else:
             raise DataError(
@@ -583,19 +512,18 @@ def _build(
                 where=origin.at(position),
                 fix="make every row a prompt string or an object with a prompt field",
             )
-    roles = fields.roles() if fields else {}
-    return _Loaded(prompts, tuple(columns), roles)
+    return _Loaded(prompts, tuple(columns), fields.roles())
 
 
 def _row_prompt(
     row: Mapping[str, Any],
-    fields: _Fields,
+    fields: _Columns,
     extras: Sequence[str],
     default_id: str,
     origin: _Origin,
     position: int,
 ) -> Prompt:
-    instruction = row.get(fields.instruction)
+    instruction = row.get(fields.instruction or "")
     if isinstance(instruction, int | float) and not isinstance(instruction, bool):
         instruction = str(instruction)
     if not isinstance(instruction, str) or not instruction.strip():
@@ -622,42 +550,39 @@ def _cell(value: Any) -> str | None:
         return None
     if isinstance(value, str):
         return value
-    if isinstance(value, bool | int | float):
-        return str(value)
-    return json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
 
 
-def _resolve_fields(columns: Sequence[str], request: _Request, where: str) -> _Fields:
+def _resolve_columns(columns: Sequence[str], request: _Columns, where: str) -> _Columns:
+    """Find each field's column: the override (exact or case-insensitive) or the first candidate."""
     by_key: dict[str, str] = {}
     for col in columns:
         by_key.setdefault(_key(col), col)
+    seen = ", ".join(repr(c) for c in columns) or "none"
 
     def pick(override: str | None, candidates: Sequence[str], exclude: str | None) -> str | None:
         if override is not None:
             found = override if override in columns else by_key.get(_key(override))
             if found is None:
-                seen = ", ".join(repr(c) for c in columns) or "none"
                 raise DataError(
                     f"no column {override!r}; columns seen: {seen}",
                     where=where,
                     fix="pass one of the columns seen",
                 )
             return found
-        for candidate in candidates:
-            found = by_key.get(_key(candidate))
-            if found is not None and found != exclude:
-                return found
-        return None
+        found_all = (by_key.get(_key(c)) for c in candidates)
+        return next((f for f in found_all if f is not None and f != exclude), None)
 
-    instruction = pick(request.column, INSTRUCTION_COLUMNS, None)
+    instruction = pick(request.instruction, INSTRUCTION_COLUMNS, None)
     if instruction is None:
-        seen = ", ".join(repr(c) for c in columns) or "none"
         raise DataError(
             f"no prompt column found among the columns seen: {seen}",
             where=where,
             fix=f"pass column='NAME'; detected names are {', '.join(INSTRUCTION_COLUMNS)}",
         )
-    return _Fields(
+    return _Columns(
         instruction=instruction,
         target=pick(request.target, TARGET_COLUMNS, instruction),
         category=pick(request.category, CATEGORY_COLUMNS, instruction),
@@ -667,25 +592,3 @@ def _resolve_fields(columns: Sequence[str], request: _Request, where: str) -> _F
 
 def _key(column: str) -> str:
     return re.sub(r"[\W_]+", "", column.casefold())
-
-
-def _unique_ids(prompts: list[Prompt]) -> list[Prompt]:
-    """Give repeated ids a ``#2``, ``#3`` ... suffix, keeping the first as it is."""
-    counts = Counter(p.id for p in prompts)
-    if all(n == 1 for n in counts.values()):
-        return prompts
-    taken = set(counts)
-    seen: set[str] = set()
-    unique: list[Prompt] = []
-    for prompt in prompts:
-        if prompt.id not in seen:
-            seen.add(prompt.id)
-            unique.append(prompt)
-            continue
-        k = 2
-        while f"{prompt.id}#{k}" in taken:
-            k += 1
-        new_id = f"{prompt.id}#{k}"
-        taken.add(new_id)
-        unique.append(replace(prompt, id=new_id))
-    return unique

@@ -9,6 +9,7 @@ from redblue.errors import ArchitectureError
 from redblue.models.arch import _OVERRIDE_ATTR, ArchSpec, arch_spec, get_module
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 
@@ -52,13 +53,21 @@ class ModelAdapter:
         return get_module(self.model, self.spec.unembed)
 
     @property
+    def _embedding_weight(self) -> torch.Tensor:
+        import torch
+
+        weight = self.embed.weight
+        assert isinstance(weight, torch.Tensor)
+        return weight
+
+    @property
     def d_model(self) -> int:
         """Width of the residual stream, read from the token embedding."""
-        return int(self.embed.weight.shape[1])  # type: ignore[union-attr]
+        return int(self._embedding_weight.shape[1])
 
     @property
     def vocab_size(self) -> int:
-        return int(self.embed.weight.shape[0])  # type: ignore[union-attr]
+        return int(self._embedding_weight.shape[0])
 
     def block(self, layer: int) -> nn.Module:
         n = self.n_layers
@@ -75,10 +84,18 @@ class ModelAdapter:
         return get_module(self.block(layer), self.spec.mlp_out)
 
     def attn_out_norm(self, layer: int) -> nn.Module | None:
-        return get_module(self.block(layer), self.spec.attn_out_norm) if self.spec.attn_out_norm else None
+        return (
+            get_module(self.block(layer), self.spec.attn_out_norm)
+            if self.spec.attn_out_norm
+            else None
+        )
 
     def mlp_out_norm(self, layer: int) -> nn.Module | None:
-        return get_module(self.block(layer), self.spec.mlp_out_norm) if self.spec.mlp_out_norm else None
+        return (
+            get_module(self.block(layer), self.spec.mlp_out_norm)
+            if self.spec.mlp_out_norm
+            else None
+        )
 
 
 def adapt(model: nn.Module, arch: ArchSpec | None = None) -> ModelAdapter:
@@ -95,7 +112,7 @@ def adapt(model: nn.Module, arch: ArchSpec | None = None) -> ModelAdapter:
         adapter.embed, adapter.final_norm, adapter.unembed, adapter.pos_embed  # noqa: B018
         if adapter.n_layers == 0:
             raise ArchitectureError(f"{spec.blocks!r} of {type(model).__name__} holds no blocks")
-        adapter.attn_out(0), adapter.mlp_out(0), adapter.attn_out_norm(0), adapter.mlp_out_norm(0)  # noqa: B018
+        adapter.attn_out(0), adapter.mlp_out(0), adapter.attn_out_norm(0), adapter.mlp_out_norm(0)
     except ArchitectureError as e:
         raise ArchitectureError(
             e.what,

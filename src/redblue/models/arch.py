@@ -103,7 +103,10 @@ def _llama_like(**extra: Any) -> ArchSpec:
     )
 
 
-_POST_NORMS = {"attn_out_norm": "post_attention_layernorm", "mlp_out_norm": "post_feedforward_layernorm"}
+_POST_NORMS = {
+    "attn_out_norm": "post_attention_layernorm",
+    "mlp_out_norm": "post_feedforward_layernorm",
+}
 
 #: The table, keyed by ``config.model_type``. Add a row here to support a family.
 ARCH_TABLE: Mapping[str, ArchSpec] = MappingProxyType(
@@ -166,9 +169,15 @@ def _suggest(model: nn.Module) -> str:
     lines = [f"blocks={blocks!r}"] if blocks else ["blocks='...'"]
     if blocks:
         first = get_module(model, f"{blocks}.0")
-        linear = [n for n, m in first.named_modules() if n and hasattr(m, "weight") and m.weight.ndim == 2]
+        linear = [
+            n for n, m in first.named_modules() if n and hasattr(m, "weight") and m.weight.ndim == 2
+        ]
         lines.append(f"# linear modules in one block: {linear}")
-    return "ArchSpec(" + ", ".join(lines) + ", attn_out='...', mlp_out='...', embed='...', final_norm='...', unembed='...')"
+    return (
+        "ArchSpec("
+        + ", ".join(lines)
+        + ", attn_out='...', mlp_out='...', embed='...', final_norm='...', unembed='...')"
+    )
 
 
 def arch_spec(model: nn.Module, override: ArchSpec | None = None) -> ArchSpec:
@@ -180,7 +189,7 @@ def arch_spec(model: nn.Module, override: ArchSpec | None = None) -> ArchSpec:
         return stored
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    if model_type in ARCH_TABLE:
+    if isinstance(model_type, str) and model_type in ARCH_TABLE:
         return ARCH_TABLE[model_type]
     raise ArchitectureError(
         f"redblue does not know the architecture {type(model).__name__} (model_type={model_type!r}); "

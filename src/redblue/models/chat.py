@@ -41,7 +41,10 @@ def render_chat(
         if system is not None:
             messages.append({"role": "system", "content": system})
         for user, assistant in history:
-            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+            messages += [
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": assistant},
+            ]
         messages.append({"role": "user", "content": instruction})
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return str(text)
@@ -92,10 +95,12 @@ def encode_chat(
     return EncodedChat(text=text, input_ids=ids, post_instruction=post)
 
 
-def post_instruction_tokens(tokenizer: PreTrainedTokenizerBase, *, system: str | None = None) -> list[str]:
+def post_instruction_tokens(
+    tokenizer: PreTrainedTokenizerBase, *, system: str | None = None
+) -> list[str]:
     """The post-instruction tokens of this tokenizer's template, as strings."""
     enc = encode_chat(tokenizer, "Tell me about the sea.", system=system)  # any instruction will do
-    return [tokenizer.decode([enc.input_ids[i]]) for i in enc.post_instruction]
+    return [str(tokenizer.decode([enc.input_ids[i]])) for i in enc.post_instruction]
 
 
 def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -142,7 +147,9 @@ class ChatBatch:
         )
 
 
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def left_pad(
+    sequences: Sequence[Sequence[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left-pad token id lists; returns ``(input_ids, attention_mask, position_ids)``, each ``[batch, seq]``."""
     import torch
 

@@ -77,7 +77,7 @@ def _generate_batch(
     if settings.stop:
         kwargs.update(stop_strings=list(settings.stop), tokenizer=tokenizer)
     with torch.no_grad():
-        output = model.generate(
+        output = model.generate(  # type: ignore[operator]
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs
         )
     new_tokens = output[:, batch.input_ids.shape[1] :].tolist()
@@ -89,7 +89,7 @@ def _generate_batch(
     for instruction, tokens in zip(instructions, new_tokens, strict=True):
         n = next((i for i, t in enumerate(tokens) if t in eos), None)
         kept = tokens if n is None else tokens[:n]
-        text = tokenizer.decode(kept, skip_special_tokens=True)
+        text = str(tokenizer.decode(kept, skip_special_tokens=True))
         finish: Literal["eos", "stop", "length"] = "length" if n is None else "eos"
         cuts = [text.find(s) for s in settings.stop if s and s in text]
         if cuts:
@@ -119,7 +119,10 @@ def generate(
     results: list[Completion] = []
     batch_size = settings.batch_size
     devices = [model.device.index or 0] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), progress_bar(len(instructions), "generating", progress) as bar:
+    with (
+        torch.random.fork_rng(devices=devices),
+        progress_bar(len(instructions), "generating", progress) as bar,
+    ):
         torch.manual_seed(settings.seed)
         start = 0
         while start < len(instructions):

