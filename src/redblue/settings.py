@@ -7,6 +7,7 @@ when it exists. Keys are the field names below, at the top level of the file.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -70,7 +71,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             "settings file not found", where=str(path), fix="check --config or REDBLUE_CONFIG"
         ) from None
     except tomllib.TOMLDecodeError as e:
-        line = getattr(e, "lineno", None)
+        found = re.search(r"line (\d+)", str(e))
+        line = getattr(e, "lineno", None) or (found.group(1) if found else None)
         raise ConfigError(
             f"invalid TOML: {e}",
             where=f"{path}:{line}" if line else str(path),
