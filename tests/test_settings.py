@@ -19,7 +19,13 @@ def clean_env(monkeypatch, tmp_path) -> None:
 
 def test_defaults() -> None:
     s = load_settings()
-    assert (s.model, s.device, s.dtype, s.seed, s.trust_remote_code) == ("smollm2", "auto", "auto", 0, False)
+    assert (s.model, s.device, s.dtype, s.seed, s.trust_remote_code) == (
+        "smollm2",
+        "auto",
+        "auto",
+        0,
+        False,
+    )
 
 
 def test_precedence(monkeypatch, tmp_path) -> None:
@@ -46,7 +52,7 @@ def test_default_file_and_env_file(monkeypatch, tmp_path) -> None:
 
 def test_bad_file_names_file_and_line(tmp_path) -> None:
     config = tmp_path / "cfg.toml"
-    config.write_text('seed = 1\ndtype = \n')
+    config.write_text("seed = 1\ndtype = \n")
     with pytest.raises(ConfigError, match=r"cfg\.toml:2"):
         load_settings(config)
 
