@@ -1,0 +1,214 @@
+"""Training the organism from scratch: a Llama-architecture model, on a CPU, resumable.
+
+Two stages, like a real chat model: *pretraining* on plain text about the whole
+world (harmful tasks included, with placeholder procedures), then *chat tuning*
+on a mixture of chats (refusals, helpful answers) and pretraining text. Batches
+are drawn by a generator seeded from ``(seed, step)``, so a run resumed from a
+checkpoint continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from redblue.progress import progress_bar
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import LlamaForCausalLM
+
+
+@dataclass(frozen=True)
+class OrganismSize:
+    """Model shape and training budget of one organism size."""
+
+    name: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    d_ff: int
+    vocab_size: int
+    seq_len: int
+    batch_size: int
+    pretrain_steps: int
+    chat_steps: int
+    lr: float
+    corpus_scale: float
+
+    @property
+    def steps(self) -> int:
+        return self.pretrain_steps + self.chat_steps
+
+
+SIZES: dict[str, OrganismSize] = {
+    "tiny": OrganismSize("tiny", 2, 64, 4, 2, 192, 1024, 128, 16, 150, 250, 4e-3, 0.3),
+    "small": OrganismSize("small", 4, 128, 4, 2, 384, 2048, 128, 32, 500, 900, 3e-3, 1.0),
+}
+
+
+def model_config(size: OrganismSize, tokenizer_len: int, pad_id: int, eos_id: int) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=tokenizer_len,
+        hidden_size=size.d_model,
+        intermediate_size=size.d_ff,
+        num_hidden_layers=size.n_layers,
+        num_attention_heads=size.n_heads,
+        num_key_value_heads=size.n_kv_heads,
+        max_position_embeddings=size.seq_len * 4,
+        tie_word_embeddings=True,
+        pad_token_id=pad_id,
+        eos_token_id=eos_id,
+        bos_token_id=None,
+        rope_theta=10000.0,
+    )
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """What a checkpoint records besides the weights and optimizer moments."""
+
+    step: int
+    seed: int
+    size: str
+    losses: list[float]
+    seconds: float
+
+
+def _lr(step: int, size: OrganismSize) -> float:
+    """Linear warm-up, then cosine decay to 10% within each stage."""
+    stage_start, stage_len = (0, size.pretrain_steps) if step < size.pretrain_steps else (size.pretrain_steps, size.chat_steps)
+    t = step - stage_start
+    warm = max(1, stage_len // 20)
+    if t < warm:
+        return size.lr * (t + 1) / warm
+    progress = (t - warm) / max(1, stage_len - warm)
+    return size.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _save_checkpoint(folder: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+    """Write weights, optimizer moments (safetensors, no pickle) and state; atomic."""
+    from safetensors.torch import save_file
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=folder.parent))
+    try:
+        weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        weights.pop("lm_head.weight", None)  # tied to the embedding
+        save_file(weights, str(tmp / "model.safetensors"))
+        moments: dict[str, torch.Tensor] = {}
+        steps: dict[str, float] = {}
+        names = {id(p): n for n, p in model.named_parameters()}
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                st = optimizer.state.get(p)
+                if st:
+                    name = names[id(p)]
+                    moments[f"{name}.exp_avg"] = st["exp_avg"].contiguous()
+                    moments[f"{name}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
+                    steps[name] = float(st["step"])
+        save_file(moments, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({**asdict(state), "optimizer_steps": steps}))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _load_checkpoint(folder: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer) -> TrainState:
+    import torch
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    model.tie_weights()
+    raw = json.loads((folder / "state.json").read_text())
+    steps = raw.pop("optimizer_steps")
+    moments = load_file(str(folder / "optimizer.safetensors"))
+    for name, p in model.named_parameters():
+        if name in steps:
+            optimizer.state[p] = {
+                "step": torch.tensor(steps[name]),
+                "exp_avg": moments[f"{name}.exp_avg"],
+                "exp_avg_sq": moments[f"{name}.exp_avg_sq"],
+            }
+    return TrainState(**raw)
+
+
+def train(
+    model: LlamaForCausalLM,
+    pretrain: torch.Tensor,
+    pretrain_labels: torch.Tensor,
+    chat: torch.Tensor,
+    chat_labels: torch.Tensor,
+    size: OrganismSize,
+    *,
+    seed: int,
+    checkpoint_dir: Path,
+    checkpoint_every: int = 100,
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainState:
+    """Train ``model`` in place for ``size.steps`` steps, resuming from ``checkpoint_dir`` if it holds one.
+
+    ``pretrain``/``chat`` are packed rows ``[n_rows, seq_len]`` with labels of the
+    same shape (``-100`` = no loss). During chat tuning a quarter of every batch
+    is still pretraining text, so the world is not forgotten. ``stop_after``
+    stops early (for tests of resumption).
+    """
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=size.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    state = TrainState(step=0, seed=seed, size=size.name, losses=[], seconds=0.0)
+    if (checkpoint_dir / "state.json").is_file():
+        state = _load_checkpoint(checkpoint_dir, model, optimizer)
+    model.train()
+    losses = list(state.losses)
+    started = time.perf_counter() - state.seconds
+    with progress_bar(size.steps, f"training organism ({size.name})", progress) as bar:
+        bar.advance(state.step)
+        step = state.step
+        while step < size.steps:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+            if step < size.pretrain_steps:
+                idx = torch.randint(len(pretrain), (size.batch_size,), generator=g)
+                ids, labels = pretrain[idx], pretrain_labels[idx]
+            else:
+                n_text = size.batch_size // 4
+                i_text = torch.randint(len(pretrain), (n_text,), generator=g)
+                i_chat = torch.randint(len(chat), (size.batch_size - n_text,), generator=g)
+                ids = torch.cat([pretrain[i_text], chat[i_chat]])
+                labels = torch.cat([pretrain_labels[i_text], chat_labels[i_chat]])
+            for group in optimizer.param_groups:
+                group["lr"] = _lr(step, size)
+            loss = model(input_ids=ids, labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            losses.append(round(loss.item(), 4))
+            step += 1
+            bar.advance(1)
+            if on_step is not None:
+                on_step(step, float(loss))
+            done = step == size.steps or (stop_after is not None and step >= stop_after)
+            if step % checkpoint_every == 0 or done:
+                state = TrainState(step, seed, size.name, losses, time.perf_counter() - started)
+                _save_checkpoint(checkpoint_dir, model, optimizer, state)
+            if done:
+                break
+    model.eval()
+    return state
