@@ -9,14 +9,21 @@ import typer
 
 from redblue.cli._common import settings
 
-app = typer.Typer(help="Build the model organism (a small chat model trained from scratch on a CPU).", no_args_is_help=True)
+app = typer.Typer(
+    help="Build the model organism (a small chat model trained from scratch on a CPU).",
+    no_args_is_help=True,
+)
 
 
 @app.command("build")
 def build(
     ctx: typer.Context,
-    size: Annotated[str, typer.Option(help="tiny (about 2 min, for tests) or small (the embedded default).")] = "small",
-    out: Annotated[Path | None, typer.Option(help="Folder for the model (default OUT/organism-SIZE-seedN).")] = None,
+    size: Annotated[
+        str, typer.Option(help="tiny (about 2 min, for tests) or small (the embedded default).")
+    ] = "small",
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the model (default OUT/organism-SIZE-seedN).")
+    ] = None,
 ) -> None:
     """Generate the synthetic corpus, train a tokenizer and a Llama-architecture model from scratch.
 

@@ -25,12 +25,22 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from redblue.data.prompts import Prompt, PromptSet, describe
+from redblue.data.rows import (
+    CATEGORY_COLUMNS,
+    ID_COLUMNS,
+    INSTRUCTION_COLUMNS,
+    TARGET_COLUMNS,
+    Columns,
+    Loaded,
+    Origin,
+    build_prompts,
+    cell,
+)
 from redblue.errors import DataError
 
 __all__ = [
@@ -46,19 +56,6 @@ __all__ = [
 
 SUPPORTED_FORMATS: tuple[str, ...] = ("json", "jsonl", "csv", "tsv", "txt", "yaml", "parquet", "hf")
 
-# fmt: off
-INSTRUCTION_COLUMNS: tuple[str, ...] = (
-    "instruction", "prompt", "goal", "behavior", "question", "query", "request", "text", "input",
-    "value", "template",
-)
-TARGET_COLUMNS: tuple[str, ...] = (
-    "target", "target_response", "response", "completion", "output", "answer",
-)
-CATEGORY_COLUMNS: tuple[str, ...] = (
-    "category", "semantic_category", "type", "functional_category", "harm_category",
-)
-# fmt: on
-ID_COLUMNS: tuple[str, ...] = ("id", "behavior_id", "uid")
 
 _EXTENSIONS: dict[str, str] = {
     f".{fmt}": fmt for fmt in ("json", "jsonl", "csv", "tsv", "txt", "yaml", "parquet")
@@ -67,36 +64,6 @@ _ALIASES: dict[str, str] = {"yml": "yaml", "ndjson": "jsonl", "datasets": "hf", 
 _CONTAINER_KEYS = ("data", "prompts", "instructions", "behaviors", "rows", "examples", "items")
 _DOC_FILE = re.compile(r"(readme|licen[cs]e|notice|source|changelog|copying)\b", re.IGNORECASE)
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
-@dataclass(frozen=True)
-class _Columns:
-    """A column name per prompt field: the caller's overrides, or the detected columns."""
-
-    instruction: str | None = None
-    target: str | None = None
-    category: str | None = None
-    id: str | None = None
-
-    def roles(self) -> dict[str, str]:
-        return {field: col for field, col in asdict(self).items() if col is not None}
-
-
-@dataclass(frozen=True)
-class _Origin:
-    """Where rows come from, to name them in errors: ``path:line`` or ``path (row n)``."""
-
-    source: str
-    by_line: bool
-
-    def at(self, position: int) -> str:
-        return f"{self.source}:{position}" if self.by_line else f"{self.source} (row {position})"
-
-
-class _Loaded(NamedTuple):
-    prompts: list[Prompt]
-    columns: tuple[str, ...]
-    roles: dict[str, str]
 
 
 # -- public API ---------------------------------------------------------------
@@ -126,7 +93,7 @@ def load_prompts(
     ``"#2"``, ``"#3"`` suffixes. Rows are kept as they are unless ``dedupe``.
     """
     fmt = _normalise_format(format)
-    request = _Columns(column, target_column, category_column, id_column)
+    request = Columns(column, target_column, category_column, id_column)
     path = Path(source).expanduser()
     if path.is_dir():
         label = path.name
@@ -218,7 +185,7 @@ def _reject_split(split: str | None, path: Path) -> None:
         )
 
 
-def _load_file(path: Path, fmt: str, request: _Columns, *, stem: str) -> _Loaded:
+def _load_file(path: Path, fmt: str, request: Columns, *, stem: str) -> Loaded:
     if fmt == "hf":
         raise DataError(
             "format='hf' needs a dataset folder or a hub dataset name, not a file",
@@ -241,7 +208,7 @@ def _load_file(path: Path, fmt: str, request: _Columns, *, stem: str) -> _Loaded
     return _load_txt(text, path, request, stem)
 
 
-def _load_dir(folder: Path, fmt: str | None, request: _Columns) -> _Loaded:
+def _load_dir(folder: Path, fmt: str | None, request: Columns) -> Loaded:
     files = sorted(
         (p for p in folder.rglob("*") if _is_prompt_file(p, folder, fmt)),
         key=lambda p: p.relative_to(folder).as_posix(),
@@ -262,7 +229,7 @@ def _load_dir(folder: Path, fmt: str | None, request: _Columns) -> _Loaded:
         for role, col in (with_roles[0].items() if with_roles else ())
         if all(r.get(role) == col for r in with_roles)
     }
-    return _Loaded(prompts, columns, roles)
+    return Loaded(prompts, columns, roles)
 
 
 def _is_prompt_file(path: Path, folder: Path, fmt: str | None) -> bool:
@@ -323,7 +290,7 @@ def _parse_yaml(text: str, path: Path) -> Any:
         ) from None
 
 
-def _from_document(doc: Any, path: Path, request: _Columns, stem: str) -> _Loaded:
+def _from_document(doc: Any, path: Path, request: Columns, stem: str) -> Loaded:
     """Rows of a parsed JSON or YAML document: a list, a container object, or a template."""
     if doc is None:
         raise DataError("no prompts found", where=str(path), fix="add at least one prompt")
@@ -341,8 +308,8 @@ def _from_document(doc: Any, path: Path, request: _Columns, stem: str) -> _Loade
             fix="put the prompts in a list, or under a 'prompts' key",
         )
     if isinstance(doc, list):
-        origin = _Origin(str(path), by_line=False)
-        return _build(enumerate(doc, start=1), origin, request, stem)
+        origin = Origin(str(path), by_line=False)
+        return build_prompts(enumerate(doc, start=1), origin, request, stem)
     raise DataError(
         f"expected a list of prompts, found a {type(doc).__name__}",
         where=str(path),
@@ -350,19 +317,19 @@ def _from_document(doc: Any, path: Path, request: _Columns, stem: str) -> _Loade
     )
 
 
-def _from_template(doc: dict[Any, Any], path: Path, stem: str) -> _Loaded:
+def _from_template(doc: dict[Any, Any], path: Path, stem: str) -> Loaded:
     """A PyRIT-style template: the ``value`` text (with its ``{{ prompt }}`` slot) is the prompt."""
     value = doc["value"]
     if not value.strip():
         raise DataError(
             "the template's 'value' is empty", where=str(path), fix="give 'value' the template text"
         )
-    meta = {str(k): s for k, v in doc.items() if k != "value" and (s := _cell(v)) is not None}
+    meta = {str(k): s for k, v in doc.items() if k != "value" and (s := cell(v)) is not None}
     prompt = Prompt(instruction=value, id=stem, category="template", meta=meta)
-    return _Loaded([prompt], tuple(str(k) for k in doc), {"instruction": "value"})
+    return Loaded([prompt], tuple(str(k) for k in doc), {"instruction": "value"})
 
 
-def _load_jsonl(text: str, path: Path, request: _Columns, stem: str) -> _Loaded:
+def _load_jsonl(text: str, path: Path, request: Columns, stem: str) -> Loaded:
     rows: list[tuple[int, Any]] = []
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -375,10 +342,10 @@ def _load_jsonl(text: str, path: Path, request: _Columns, stem: str) -> _Loaded:
                 where=f"{path}:{lineno}",
                 fix="write one complete JSON object or string per line",
             ) from None
-    return _build(rows, _Origin(str(path), by_line=True), request, stem)
+    return build_prompts(rows, Origin(str(path), by_line=True), request, stem)
 
 
-def _load_table(text: str, path: Path, request: _Columns, stem: str, *, delimiter: str) -> _Loaded:
+def _load_table(text: str, path: Path, request: Columns, stem: str, *, delimiter: str) -> Loaded:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header: list[str] | None = None
     rows: list[tuple[int, dict[str, str]]] = []
@@ -405,19 +372,19 @@ def _load_table(text: str, path: Path, request: _Columns, stem: str, *, delimite
             where=f"{path}:{reader.line_num}",
             fix="check the quoting at that line: a quoted field must end with a closing quote",
         ) from None
-    return _build(rows, _Origin(str(path), by_line=True), request, stem, columns=header)
+    return build_prompts(rows, Origin(str(path), by_line=True), request, stem, columns=header)
 
 
-def _load_txt(text: str, path: Path, request: _Columns, stem: str) -> _Loaded:
+def _load_txt(text: str, path: Path, request: Columns, stem: str) -> Loaded:
     rows = [
         (lineno, line.strip())
         for lineno, line in enumerate(text.split("\n"), start=1)
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    return _build(rows, _Origin(str(path), by_line=True), request, stem)
+    return build_prompts(rows, Origin(str(path), by_line=True), request, stem)
 
 
-def _load_parquet(path: Path, request: _Columns, stem: str) -> _Loaded:
+def _load_parquet(path: Path, request: Columns, stem: str) -> Loaded:
     import pyarrow.parquet as pq
 
     try:
@@ -427,13 +394,11 @@ def _load_parquet(path: Path, request: _Columns, stem: str) -> _Loaded:
             f"cannot read Parquet: {exc}", where=str(path), fix="check the file is Parquet"
         ) from None
     rows = enumerate(table.to_pylist(), start=1)
-    origin = _Origin(str(path), by_line=False)
-    return _build(rows, origin, request, stem, columns=table.column_names)
+    origin = Origin(str(path), by_line=False)
+    return build_prompts(rows, origin, request, stem, columns=table.column_names)
 
 
-def _load_hf(
-    source: str, request: _Columns, split: str | None, *, stem: str, local: bool
-) -> _Loaded:
+def _load_hf(source: str, request: Columns, split: str | None, *, stem: str, local: bool) -> Loaded:
     """Rows of a Hugging Face dataset: a ``save_to_disk`` folder, a data folder or a hub name."""
     import datasets
 
@@ -453,8 +418,8 @@ def _load_hf(
     if isinstance(loaded, datasets.DatasetDict):
         loaded = _pick_split(loaded, split, source)
     rows = enumerate(loaded.to_list(), start=1)
-    origin = _Origin(source, by_line=False)
-    return _build(rows, origin, request, stem, columns=list(loaded.column_names))
+    origin = Origin(source, by_line=False)
+    return build_prompts(rows, origin, request, stem, columns=list(loaded.column_names))
 
 
 def _pick_split(splits: Mapping[str, Any], split: str | None, source: str) -> Any:
@@ -467,128 +432,3 @@ def _pick_split(splits: Mapping[str, Any], split: str | None, source: str) -> An
             f"the dataset {what}: {names}", where=source, fix=f"pass split= (one of {names})"
         )
     return splits[split]
-
-
-# -- rows to prompts ------------------------------------------------------------
-
-
-def _build(
-    rows: Iterable[tuple[int, Any]],
-    origin: _Origin,
-    request: _Columns,
-    stem: str,
-    *,
-    columns: Sequence[str] | None = None,
-) -> _Loaded:
-    """Turn ``(position, row)`` pairs into prompts; a row is a string or a mapping."""
-    rows = list(rows)
-    if not rows:
-        raise DataError("no prompts found", where=origin.source, fix="add at least one prompt")
-    has_tables = any(isinstance(row, dict) for _, row in rows)
-    if columns is None:
-        columns = list(
-            dict.fromkeys(str(k) for _, row in rows if isinstance(row, dict) for k in row)
-        )
-    fields = _resolve_columns(columns, request, origin.source) if has_tables else _Columns()
-    if not has_tables and request.roles():
-        raise DataError(
-            "column options were given but the rows are plain strings, without columns",
-            where=origin.source,
-            fix="drop column=, target_column=, category_column= and id_column=",
-        )
-    used = set(fields.roles().values())
-    extras = [c for c in columns if c and c not in used]
-    prompts: list[Prompt] = []
-    for index, (position, row) in enumerate(rows):
-        if isinstance(row, str):
-            if not row.strip():
-                raise _empty_prompt(origin.at(position), None)
-            prompts.append(Prompt(instruction=row, id=f"{stem}-{index}"))
-        elif isinstance(row, dict):
-            prompts.append(_row_prompt(row, fields, extras, f"{stem}-{index}", origin, position))
-        else:
-            raise DataError(
-                f"expected a string or an object, found a {type(row).__name__}",
-                where=origin.at(position),
-                fix="make every row a prompt string or an object with a prompt field",
-            )
-    return _Loaded(prompts, tuple(columns), fields.roles())
-
-
-def _row_prompt(
-    row: Mapping[str, Any],
-    fields: _Columns,
-    extras: Sequence[str],
-    default_id: str,
-    origin: _Origin,
-    position: int,
-) -> Prompt:
-    instruction = row.get(fields.instruction or "")
-    if isinstance(instruction, int | float) and not isinstance(instruction, bool):
-        instruction = str(instruction)
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise _empty_prompt(origin.at(position), fields.instruction)
-    meta = {c: s for c in extras if (s := _cell(row.get(c))) is not None}
-    row_id = _cell(row.get(fields.id)) if fields.id else None
-    return Prompt(
-        instruction=instruction,
-        id=row_id or default_id,
-        target=_cell(row.get(fields.target)) if fields.target else None,
-        category=_cell(row.get(fields.category)) if fields.category else None,
-        meta=meta,
-    )
-
-
-def _empty_prompt(where: str, column: str | None) -> DataError:
-    what = f"the prompt cell (column {column!r}) is empty" if column else "the prompt is empty"
-    return DataError(what, where=where, fix="fill in the prompt or delete the row")
-
-
-def _cell(value: Any) -> str | None:
-    """A cell as a string; ``None`` for missing or empty cells."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
-
-
-def _resolve_columns(columns: Sequence[str], request: _Columns, where: str) -> _Columns:
-    """Find each field's column: the override (exact or case-insensitive) or the first candidate."""
-    by_key: dict[str, str] = {}
-    for col in columns:
-        by_key.setdefault(_key(col), col)
-    seen = ", ".join(repr(c) for c in columns) or "none"
-
-    def pick(override: str | None, candidates: Sequence[str], exclude: str | None) -> str | None:
-        if override is not None:
-            found = override if override in columns else by_key.get(_key(override))
-            if found is None:
-                raise DataError(
-                    f"no column {override!r}; columns seen: {seen}",
-                    where=where,
-                    fix="pass one of the columns seen",
-                )
-            return found
-        found_all = (by_key.get(_key(c)) for c in candidates)
-        return next((f for f in found_all if f is not None and f != exclude), None)
-
-    instruction = pick(request.instruction, INSTRUCTION_COLUMNS, None)
-    if instruction is None:
-        raise DataError(
-            f"no prompt column found among the columns seen: {seen}",
-            where=where,
-            fix=f"pass column='NAME'; detected names are {', '.join(INSTRUCTION_COLUMNS)}",
-        )
-    return _Columns(
-        instruction=instruction,
-        target=pick(request.target, TARGET_COLUMNS, instruction),
-        category=pick(request.category, CATEGORY_COLUMNS, instruction),
-        id=pick(request.id, ID_COLUMNS, instruction),
-    )
-
-
-def _key(column: str) -> str:
-    return re.sub(r"[\W_]+", "", column.casefold())

@@ -20,7 +20,6 @@ from redblue.organism.train import SIZES, OrganismSize, model_config, train
 
 if TYPE_CHECKING:
     import torch
-
     from redblue.organism.corpus import Corpus
 
 
@@ -47,8 +46,12 @@ def _tensors(
     from redblue.organism.tokenizer import encode_text, pack, render_with_mask
 
     pad = int(tokenizer.pad_token_id)
-    text_rows, text_labels = pack([encode_text(tokenizer, t) for t in corpus.pretrain], size.seq_len, pad)
-    chat_rows, chat_labels = pack([render_with_mask(tokenizer, ex) for ex in corpus.chat], size.seq_len, pad)
+    text_rows, text_labels = pack(
+        [encode_text(tokenizer, t) for t in corpus.pretrain], size.seq_len, pad
+    )
+    chat_rows, chat_labels = pack(
+        [render_with_mask(tokenizer, ex) for ex in corpus.chat], size.seq_len, pad
+    )
     return (
         torch.tensor(text_rows),
         torch.tensor(text_labels),
@@ -67,9 +70,9 @@ def build_organism(
 ) -> BuildResult | None:
     """Build an organism into ``out``. Returns ``None`` when stopped early by ``stop_after``."""
     import torch
+    from redblue.organism.corpus import build_corpus
     from transformers import LlamaForCausalLM
 
-    from redblue.organism.corpus import build_corpus
     from redblue.organism.tokenizer import train_tokenizer
 
     if size not in SIZES:
@@ -77,7 +80,9 @@ def build_organism(
     spec = SIZES[size]
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise ConfigError("output folder exists and is not empty", where=str(out), fix="choose a new folder")
+        raise ConfigError(
+            "output folder exists and is not empty", where=str(out), fix="choose a new folder"
+        )
     partial = out.with_name(out.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -88,10 +93,18 @@ def build_organism(
     tensors = _tensors(tokenizer, corpus, spec)
 
     torch.manual_seed(seed)
-    config = model_config(spec, len(tokenizer), int(tokenizer.pad_token_id), int(tokenizer.eos_token_id))
+    config = model_config(
+        spec, len(tokenizer), int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
+    )
     model = LlamaForCausalLM(config)
     state = train(
-        model, *tensors, spec, seed=seed, checkpoint_dir=partial / "checkpoint", progress=progress, stop_after=stop_after
+        model,
+        *tensors,
+        spec,
+        seed=seed,
+        checkpoint_dir=partial / "checkpoint",
+        progress=progress,
+        stop_after=stop_after,
     )
     if state.step < spec.steps:
         return None
@@ -114,7 +127,9 @@ def build_organism(
         seconds=round(time.perf_counter() - started, 1),
         corpus=corpus.stats(),
     )
-    (partial / "organism.json").write_text(json.dumps({**result.to_dict(), "losses": state.losses}, indent=1))
+    (partial / "organism.json").write_text(
+        json.dumps({**result.to_dict(), "losses": state.losses}, indent=1)
+    )
     shutil.rmtree(partial / "checkpoint")
     if out.exists():
         out.rmdir()

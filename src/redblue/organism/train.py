@@ -71,7 +71,6 @@ def model_config(size: OrganismSize, tokenizer_len: int, pad_id: int, eos_id: in
         pad_token_id=pad_id,
         eos_token_id=eos_id,
         bos_token_id=None,
-        rope_theta=10000.0,
     )
 
 
@@ -88,7 +87,11 @@ class TrainState:
 
 def _lr(step: int, size: OrganismSize) -> float:
     """Linear warm-up, then cosine decay to 10% within each stage."""
-    stage_start, stage_len = (0, size.pretrain_steps) if step < size.pretrain_steps else (size.pretrain_steps, size.chat_steps)
+    stage_start, stage_len = (
+        (0, size.pretrain_steps)
+        if step < size.pretrain_steps
+        else (size.pretrain_steps, size.chat_steps)
+    )
     t = step - stage_start
     warm = max(1, stage_len // 20)
     if t < warm:
@@ -97,7 +100,9 @@ def _lr(step: int, size: OrganismSize) -> float:
     return size.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _save_checkpoint(folder: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+def _save_checkpoint(
+    folder: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer, state: TrainState
+) -> None:
     """Write weights, optimizer moments (safetensors, no pickle) and state; atomic."""
     from safetensors.torch import save_file
 
@@ -128,7 +133,9 @@ def _save_checkpoint(folder: Path, model: LlamaForCausalLM, optimizer: torch.opt
         raise
 
 
-def _load_checkpoint(folder: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer) -> TrainState:
+def _load_checkpoint(
+    folder: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer
+) -> TrainState:
     import torch
     from safetensors.torch import load_file
 
@@ -171,7 +178,9 @@ def train(
     """
     import torch
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=size.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=size.lr, betas=(0.9, 0.98), weight_decay=0.01
+    )
     state = TrainState(step=0, seed=seed, size=size.name, losses=[], seconds=0.0)
     if (checkpoint_dir / "state.json").is_file():
         state = _load_checkpoint(checkpoint_dir, model, optimizer)
