@@ -6,9 +6,8 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerFast
-
     from redblue.organism.corpus import ChatExample
+    from transformers import PreTrainedTokenizerFast
 
 END_OF_TEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -45,7 +44,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     return fast
 
 
-def render_with_mask(tokenizer: PreTrainedTokenizerFast, example: ChatExample) -> tuple[list[int], list[bool]]:
+def render_with_mask(
+    tokenizer: PreTrainedTokenizerFast, example: ChatExample
+) -> tuple[list[int], list[bool]]:
     """Token ids of a whole chat and, per token, whether the loss is taken on it.
 
     Only assistant turns (their text and closing ``<|im_end|>``) carry loss, so the
