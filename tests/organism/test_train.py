@@ -1,0 +1,86 @@
+"""The organism's tokenizer, packing and resumable training loop (mechanics, no behaviour)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from redblue.organism.tokenizer import (
+    CHAT_TEMPLATE,
+    END_OF_TEXT,
+    encode_text,
+    pack,
+    train_tokenizer,
+)
+from redblue.organism.train import SIZES, model_config, train
+
+TEXTS = [f"The lantern number {i} is blue and kept in the shed." for i in range(200)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(TEXTS, 300)
+
+
+def test_tokenizer_has_chat_template_and_specials(tokenizer) -> None:
+    assert tokenizer.chat_template == CHAT_TEMPLATE
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|pad|>"
+    ids, mask = encode_text(tokenizer, "The lantern is blue.")
+    assert all(mask) and tokenizer.decode(ids).endswith(END_OF_TEXT)
+
+
+def test_pack_keeps_sequences_whole_and_masks_padding() -> None:
+    seqs = [
+        ([1, 2, 3], [False, True, True]),
+        ([4, 5], [True, True]),
+        ([6, 7, 8, 9], [True, False, True, True]),
+    ]
+    rows, labels = pack(seqs, seq_len=5, pad_id=0)
+    assert rows == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 0]]
+    assert labels == [[-100, 2, 3, 4, 5], [6, -100, 8, 9, -100]]
+
+
+def test_resumed_training_equals_uninterrupted(tokenizer, tmp_path) -> None:
+    size = dataclasses.replace(
+        SIZES["tiny"],
+        n_layers=1,
+        d_model=32,
+        d_ff=64,
+        seq_len=32,
+        batch_size=4,
+        pretrain_steps=3,
+        chat_steps=3,
+    )
+    rows, labels = pack(
+        [encode_text(tokenizer, t) for t in TEXTS], size.seq_len, tokenizer.pad_token_id
+    )
+    data = (torch.tensor(rows), torch.tensor(labels)) * 2
+    config = model_config(size, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+
+    def fresh() -> LlamaForCausalLM:
+        torch.manual_seed(0)
+        return LlamaForCausalLM(config)
+
+    whole = fresh()
+    full = train(whole, *data, size, seed=1, checkpoint_dir=tmp_path / "a", progress=False)
+    parts = fresh()
+    first = train(
+        parts, *data, size, seed=1, checkpoint_dir=tmp_path / "b", progress=False, stop_after=4
+    )
+    assert first.step == 4
+    resumed_model = (
+        fresh()
+    )  # a new process would start from scratch weights, then load the checkpoint
+    resumed = train(
+        resumed_model, *data, size, seed=1, checkpoint_dir=tmp_path / "b", progress=False
+    )
+    assert resumed.step == full.step == 6
+    assert resumed.losses == full.losses
+    for (name, a), (_, b) in zip(
+        whole.state_dict().items(), resumed_model.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert full.losses[-1] < full.losses[0]
