@@ -135,5 +135,5 @@ def test_gguf_file_and_folder_resolve(tmp_path) -> None:
     (tmp_path / "model.gguf").symlink_to(gguf)
     assert resolve(tmp_path).gguf_file == "model.gguf"
     (tmp_path / "second.gguf").symlink_to(gguf)
-    with pytest.raises(ModelError, match="2 .gguf files"):
+    with pytest.raises(ModelError, match=r"2 \.gguf files"):
         resolve(tmp_path)
