@@ -83,3 +83,21 @@ def test_template_that_rewrites_the_text_fails_clearly() -> None:
     tok = make_tokenizer("{% for m in messages %}{{ m['content'] | upper }}{% endfor %}")
     with pytest.raises(ValueError, match="cannot be found"):
         encode_chat(tok, "quiet river")
+
+
+def test_prefill_follows_the_post_instruction_tokens(tiny, family) -> None:
+    _, tok = tiny
+    plain = encode_chat(tok, PROMPTS[0])
+    filled = encode_chat(tok, PROMPTS[0], prefill="Sure, here is")
+    assert filled.text == plain.text + "Sure, here is"
+    assert filled.post_instruction == plain.post_instruction
+    assert filled.n_prefill > 0
+    assert (
+        tok.decode(filled.input_ids[len(filled.input_ids) - filled.n_prefill :]).strip()
+        == "Sure, here is"
+    )
+    batch = encode_batch(tok, PROMPTS, prefill="Sure, here is")
+    cols = batch.post_instruction_columns
+    assert len(cols) == batch.n_post and cols[-1] == -batch.n_prefill - 1
+    for row in range(len(PROMPTS)):
+        assert tok.decode(batch.input_ids[row, cols].tolist()) == family.post_instruction

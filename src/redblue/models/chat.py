@@ -73,6 +73,8 @@ class EncodedChat:
     input_ids: list[int]
     #: Indices into ``input_ids`` of the post-instruction tokens.
     post_instruction: list[int]
+    #: How many tokens of a pre-filled answer follow them (0 without ``prefill``).
+    n_prefill: int = 0
 
 
 def encode_chat(
@@ -80,19 +82,28 @@ def encode_chat(
     instruction: str,
     *,
     system: str | None = None,
+    prefill: str = "",
 ) -> EncodedChat:
-    """Render and tokenize one prompt, locating its post-instruction tokens."""
-    text = render_chat(tokenizer, instruction, system=system)
-    boundary = _instruction_end(text, instruction)
+    """Render and tokenize one prompt, locating its post-instruction tokens.
+
+    ``prefill`` starts the assistant's answer (the prefilling attack); its tokens
+    come after the post-instruction tokens.
+    """
+    prompt = render_chat(tokenizer, instruction, system=system)
+    boundary = _instruction_end(prompt, instruction)
+    text = prompt + prefill
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
-        post = [i for i, (start, _end) in enumerate(enc["offset_mapping"]) if start >= boundary]
-    else:  # slow tokenizers have no offsets: count the suffix's tokens on their own
+        starts = [start for start, _end in enc["offset_mapping"]]
+        post = [i for i, start in enumerate(starts) if boundary <= start < len(prompt)]
+        n_prefill = sum(start >= len(prompt) for start in starts)
+    else:  # slow tokenizers have no offsets: count the pieces' tokens on their own
         ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-        n_suffix = len(tokenizer(text[boundary:], add_special_tokens=False)["input_ids"])
-        post = list(range(len(ids) - n_suffix, len(ids)))
-    return EncodedChat(text=text, input_ids=ids, post_instruction=post)
+        n_suffix = len(tokenizer(prompt[boundary:], add_special_tokens=False)["input_ids"])
+        n_prefill = len(tokenizer(prefill, add_special_tokens=False)["input_ids"]) if prefill else 0
+        post = list(range(len(ids) - n_prefill - n_suffix, len(ids) - n_prefill))
+    return EncodedChat(text=text, input_ids=ids, post_instruction=post, n_prefill=n_prefill)
 
 
 def post_instruction_tokens(
@@ -116,7 +127,8 @@ class ChatBatch:
 
     ``input_ids``, ``attention_mask`` and ``position_ids`` are ``[batch, seq]``.
     With left padding every prompt ends in the last column, so the
-    post-instruction tokens are the last ``n_post`` columns of every row.
+    post-instruction tokens are the last ``n_post`` columns of every row
+    (before the ``n_prefill`` columns of a pre-filled answer, if any).
     """
 
     texts: list[str]
@@ -124,11 +136,12 @@ class ChatBatch:
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
     n_post: int
+    n_prefill: int = 0
 
     @property
     def post_instruction_columns(self) -> list[int]:
         """Column indices (negative, from the end) of the post-instruction tokens."""
-        return list(range(-self.n_post, 0))
+        return list(range(-self.n_post - self.n_prefill, -self.n_prefill))
 
     def model_inputs(self) -> dict[str, Any]:
         return {
@@ -144,6 +157,7 @@ class ChatBatch:
             attention_mask=self.attention_mask.to(device),
             position_ids=self.position_ids.to(device),
             n_post=self.n_post,
+            n_prefill=self.n_prefill,
         )
 
 
@@ -169,11 +183,22 @@ def encode_batch(
     instructions: Sequence[str],
     *,
     system: str | None = None,
+    prefill: str = "",
 ) -> ChatBatch:
-    """Render, tokenize and left-pad ``instructions`` into one :class:`ChatBatch`."""
+    """Render, tokenize and left-pad ``instructions`` into one :class:`ChatBatch`.
+
+    ``prefill`` starts every answer with the same text (see :func:`encode_chat`).
+    """
     if not instructions:
         raise ValueError("encode_batch needs at least one instruction")
-    encoded = [encode_chat(tokenizer, text, system=system) for text in instructions]
+    encoded = [
+        encode_chat(tokenizer, text, system=system, prefill=prefill) for text in instructions
+    ]
+    n_prefill = {e.n_prefill for e in encoded}
+    if len(n_prefill) > 1:
+        raise ValueError(
+            f"the prefill {prefill!r} tokenizes to different lengths in different prompts"
+        )
     ids, mask, positions = left_pad([e.input_ids for e in encoded], pad_token_id(tokenizer))
     # Post-instruction tokens end every prompt; a row whose merge ate a token has one fewer.
     n_post = min(len(e.post_instruction) for e in encoded)
@@ -183,4 +208,5 @@ def encode_batch(
         attention_mask=mask,
         position_ids=positions,
         n_post=n_post,
+        n_prefill=n_prefill.pop(),
     )

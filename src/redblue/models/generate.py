@@ -25,6 +25,8 @@ class GenerationSettings:
     batch_size: int = 16
     seed: int = 0
     system: str | None = None
+    #: Text that starts every answer (the prefilling attack); not part of ``Completion.text``.
+    prefill: str = ""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -64,7 +66,8 @@ def _generate_batch(
 ) -> list[Completion]:
     import torch
 
-    batch = encode_batch(tokenizer, instructions, system=settings.system).to(model.device)
+    batch = encode_batch(tokenizer, instructions, system=settings.system, prefill=settings.prefill)
+    batch = batch.to(model.device)
     kwargs: dict[str, Any] = {
         "max_new_tokens": settings.max_new_tokens,
         "pad_token_id": pad_token_id(tokenizer),
