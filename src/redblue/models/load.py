@@ -50,8 +50,20 @@ def _smollm2() -> ModelSource:
     )
 
 
+def _organism() -> ModelSource:
+    """redblue's own model organism, committed with the package (see docs/organism.md)."""
+    folder = Path(__file__).resolve().parents[1] / "organism" / "weights"
+    if not (folder / "config.json").is_file():
+        raise ModelError(
+            "the embedded organism is not in this installation",
+            where=str(folder),
+            fix="build one with `redblue organism build --size small --out DIR` and pass --model DIR",
+        )
+    return ModelSource("embedded", str(folder), None, "redblue model organism (small), trained from scratch")
+
+
 #: Embedded defaults by name: each resolves to files installed on this machine.
-EMBEDDED: dict[str, Callable[[], ModelSource]] = {"smollm2": _smollm2}
+EMBEDDED: dict[str, Callable[[], ModelSource]] = {"smollm2": _smollm2, "organism": _organism}
 
 
 def resolve(spec: str | os.PathLike[str]) -> ModelSource:
