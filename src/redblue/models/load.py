@@ -59,7 +59,9 @@ def _organism() -> ModelSource:
             where=str(folder),
             fix="build one with `redblue organism build --size small --out DIR` and pass --model DIR",
         )
-    return ModelSource("embedded", str(folder), None, "redblue model organism (small), trained from scratch")
+    return ModelSource(
+        "embedded", str(folder), None, "redblue model organism (small), trained from scratch"
+    )
 
 
 #: Embedded defaults by name: each resolves to files installed on this machine.
