@@ -91,10 +91,11 @@ def main_options(
 
 
 def _register() -> None:
-    from redblue.cli import data, demo, models
+    from redblue.cli import data, demo, models, organism
 
     app.add_typer(models.app, name="models")
     app.add_typer(data.app, name="data")
+    app.add_typer(organism.app, name="organism")
     app.command(name="demo")(demo.demo)
 
 

@@ -20,6 +20,7 @@ from redblue.organism.train import SIZES, OrganismSize, model_config, train
 
 if TYPE_CHECKING:
     import torch
+
     from redblue.organism.corpus import Corpus
 
 
@@ -70,9 +71,9 @@ def build_organism(
 ) -> BuildResult | None:
     """Build an organism into ``out``. Returns ``None`` when stopped early by ``stop_after``."""
     import torch
-    from redblue.organism.corpus import build_corpus
     from transformers import LlamaForCausalLM
 
+    from redblue.organism.corpus import build_corpus
     from redblue.organism.tokenizer import train_tokenizer
 
     if size not in SIZES:

@@ -6,8 +6,9 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from redblue.organism.corpus import ChatExample
     from transformers import PreTrainedTokenizerFast
+
+    from redblue.organism.corpus import ChatExample
 
 END_OF_TEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"

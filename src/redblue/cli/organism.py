@@ -1,0 +1,45 @@
+"""``redblue organism``: build the model organism, a small chat model with known safety behaviour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from redblue.cli._common import settings
+
+app = typer.Typer(
+    help="Build the model organism (a small chat model trained from scratch on a CPU).",
+    no_args_is_help=True,
+)
+
+
+@app.command("build")
+def build(
+    ctx: typer.Context,
+    size: Annotated[
+        str, typer.Option(help="tiny (about 2 min, for tests) or small (the embedded default).")
+    ] = "small",
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the model (default OUT/organism-SIZE-seedN).")
+    ] = None,
+) -> None:
+    """Generate the synthetic corpus, train a tokenizer and a Llama-architecture model from scratch.
+
+    Writes a plain Hugging Face folder (safetensors + tokenizer with chat template), the
+    held-out prompt splits under splits/, and organism.json. Interrupted? Run the same
+    command again: it resumes from the last checkpoint in OUT.partial.
+
+    Example: redblue --seed 1 organism build --size tiny --out ./organism-tiny
+    """
+    from redblue.organism.build import build_organism
+
+    cfg = settings(ctx)
+    folder = out or cfg.out / f"organism-{size}-seed{cfg.seed}"
+    result = build_organism(folder, size=size, seed=cfg.seed)
+    assert result is not None
+    typer.echo(
+        f"built {result.size} organism (seed {result.seed}, {result.n_params:,} parameters, "
+        f"{result.steps} steps, final loss {result.final_loss:.3f}) in {result.seconds:.0f}s -> {result.out}"
+    )

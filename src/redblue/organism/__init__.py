@@ -1,0 +1,22 @@
+"""The model organism: a small chat model trained from scratch on a synthetic world.
+
+Its safety behaviour is known by construction: :mod:`.world` defines the world,
+:mod:`.corpus` the pretraining text, chat tuning and held-out prompt splits, and
+:mod:`.judge` reads refusal, compliance and topic off its answers.
+"""
+
+from __future__ import annotations
+
+from redblue.organism.corpus import ChatExample, Corpus, Message, build_corpus
+from redblue.organism.judge import Verdict, capability_correct, judge, refusal_phrases
+
+__all__ = [
+    "ChatExample",
+    "Corpus",
+    "Message",
+    "Verdict",
+    "build_corpus",
+    "capability_correct",
+    "judge",
+    "refusal_phrases",
+]
