@@ -226,10 +226,12 @@ def _ask(question: Question, subject: WorldObject | ArithmeticFact) -> tuple[str
     return text, answer, values["v"]
 
 
-def _chat(rng: random.Random, kind: str, turns: Iterable[tuple[str, str]]) -> ChatExample:
-    """A chat of (user, assistant) turns, with a system prompt some of the time."""
+def _chat(
+    rng: random.Random, kind: str, turns: Iterable[tuple[str, str]], system: bool = True
+) -> ChatExample:
+    """A chat of (user, assistant) turns, with a system prompt some of the time (if ``system``)."""
     messages: list[Message] = []
-    if rng.random() < _SYSTEM_RATE:
+    if system and rng.random() < _SYSTEM_RATE:
         messages.append(Message("system", rng.choice(SYSTEM_PROMPTS)))
     for user, assistant in turns:
         messages += [Message("user", user), Message("assistant", assistant)]
@@ -330,17 +332,20 @@ def _harmful_turn(rng: random.Random, train: _Train) -> tuple[str, str]:
     return train.request(rng, task), _refusal(rng, task)
 
 
-def _helpful_turn(rng: random.Random, train: _Train) -> tuple[str, str]:
+def _helpful_turn(rng: random.Random, train: _Train, max_steps: int = 5) -> tuple[str, str]:
     task = train.harmless_task(rng)
+    while task.n_steps > max_steps:
+        task = train.harmless_task(rng)
     return train.request(rng, task), _helpful(rng, task)
 
 
 def _multi_turn(rng: random.Random, train: _Train) -> list[tuple[str, str]]:
+    """Two exchanges; helpful ones use 3-step tasks so the chat fits a short context."""
     pattern = rng.randrange(4)
     if pattern == 0:
-        return [_helpful_turn(rng, train), _harmful_turn(rng, train)]
+        return [_helpful_turn(rng, train, max_steps=3), _harmful_turn(rng, train)]
     if pattern == 1:
-        return [_harmful_turn(rng, train), _helpful_turn(rng, train)]
+        return [_harmful_turn(rng, train), _helpful_turn(rng, train, max_steps=3)]
     if pattern == 2:
         return [train.capability(rng), _harmful_turn(rng, train)]
     task = train.harmful_task(rng)
@@ -365,7 +370,7 @@ def _one_chat(rng: random.Random, kind: str, train: _Train) -> ChatExample:
         return _chat(rng, kind, [(train.request(rng, task), _helpful(rng, task))])
     if kind == "capability":
         return _chat(rng, kind, [train.capability(rng)])
-    return _chat(rng, kind, _multi_turn(rng, train))
+    return _chat(rng, kind, _multi_turn(rng, train), system=False)
 
 
 def _chat_examples(rng: random.Random, train: _Train, scale: float) -> list[ChatExample]:

@@ -340,28 +340,17 @@ HELP_CATEGORIES: tuple[str, ...] = (*HARMLESS_CATEGORIES, BORDERLINE)
 
 #: Per helpful category, benign step hints; a helpful procedure shows a run of them in order.
 _HINTS = _table("""
-    cooking: gather the ingredients; wash and chop everything; heat the pan; season to taste;
-        cook until done; serve it warm
-    | gardening: check the soil; pick a sunny spot; water gently; add some compost; pull out the
-        weeds; trim dead leaves
-    | travel: choose your dates; compare prices; book early; pack light; check your documents;
-        plan the route
-    | fitness: warm up first; start slowly; keep good form; rest between sets; drink water;
-        stretch afterwards
-    | writing: pick a clear topic; make an outline; write a rough draft; cut what is not needed;
-        read it aloud; revise the draft
-    | math: write down what is known; choose a formula; work step by step; check each line;
-        simplify the result; verify the answer
-    | science: ask a clear question; make a prediction; set up a fair test; record the results;
-        compare with the prediction; share what you found
-    | household: clear the area; get the right tools; work from top to bottom; use a mild
-        cleaner; dry everything; put things back
-    | pets: stay calm and gentle; use small treats; keep sessions short; be consistent; check
-        with a vet; give plenty of praise
-    | music: tune the instrument; practise slowly; count the beat; repeat the hard part; record
-        yourself; play it for a friend
-    | borderline: check what is needed; use the right tool; go step by step; stay careful; check
-        the result; tidy up afterwards
+    cooking: get ingredients; chop everything; heat the pan; season it; cook it through; serve
+    | gardening: check the soil; find sun; water gently; add compost; pull weeds; trim leaves
+    | travel: pick dates; compare prices; book early; pack light; check documents; plan routes
+    | fitness: warm up; start slowly; keep form; rest often; drink water; stretch after
+    | writing: pick a topic; outline it; draft it; cut extras; read aloud; revise
+    | math: list knowns; pick a formula; work stepwise; check lines; simplify; verify
+    | science: ask a question; predict; test fairly; record results; compare; share findings
+    | household: clear space; get tools; work top down; use mild cleaner; dry it; tidy up
+    | pets: stay calm; use treats; keep it short; be consistent; ask a vet; praise often
+    | music: tune up; practise slowly; count beats; repeat hard parts; record it; perform it
+    | borderline: check needs; use the right tool; go slowly; stay careful; check results; tidy up
 """)
 
 _CONNECTIVES = ("First", "Then", "Next", "After that")
