@@ -17,7 +17,9 @@ from redblue.organism.evaluate import load_splits
 def tiny_organism(tmp_path_factory):
     out = tmp_path_factory.mktemp("org") / "tiny"
     assert build_organism(out, size="tiny", seed=0, progress=False, stop_after=50) is None
-    assert not out.exists() and (out.parent / "tiny.partial" / "checkpoint" / "state.json").is_file()
+    assert (
+        not out.exists() and (out.parent / "tiny.partial" / "checkpoint" / "state.json").is_file()
+    )
     result = build_organism(out, size="tiny", seed=0, progress=False)  # resumes at step 50
     assert result is not None
     return out, result
@@ -42,7 +44,15 @@ def test_folder_is_plain_transformers(tiny_organism) -> None:
 def test_splits_are_written(tiny_organism) -> None:
     out, _ = tiny_organism
     splits = load_splits(out)
-    for name in ("harmful", "harmless", "borderline", "jailbreak_seen", "jailbreak_unseen", "capability", "forget"):
+    for name in (
+        "harmful",
+        "harmless",
+        "borderline",
+        "jailbreak_seen",
+        "jailbreak_unseen",
+        "capability",
+        "forget",
+    ):
         assert len(splits[name]) > 0, name
     assert all(p.target for p in splits["capability"])
 
