@@ -10,6 +10,7 @@ import transformers
 
 from redblue.errors import ConfigError
 from redblue.organism.build import build_organism
+from redblue.organism.corpus import SPLIT_SIZES
 from redblue.organism.evaluate import load_splits
 
 
@@ -44,15 +45,8 @@ def test_folder_is_plain_transformers(tiny_organism) -> None:
 def test_splits_are_written(tiny_organism) -> None:
     out, _ = tiny_organism
     splits = load_splits(out)
-    for name in (
-        "harmful",
-        "harmless",
-        "borderline",
-        "jailbreak_seen",
-        "jailbreak_unseen",
-        "capability",
-        "forget",
-    ):
+    assert set(splits) == set(SPLIT_SIZES)
+    for name in splits:
         assert len(splits[name]) > 0, name
     assert all(p.target for p in splits["capability"])
 

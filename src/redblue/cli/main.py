@@ -74,20 +74,17 @@ def main_options(
 ) -> None:
     from redblue.settings import load_settings
 
-    try:
-        ctx.obj = load_settings(
-            config,
-            model=model,
-            device=device,
-            dtype=dtype,
-            seed=seed,
-            out=out,
-            trust_remote_code=trust_remote_code,
-            arch=arch,
-        )
-    except RedblueError as e:
-        typer.secho(f"error: {e}", err=True, fg="red")
-        raise typer.Exit(2) from None
+    # a bad setting raises ConfigError, which _Group prints
+    ctx.obj = load_settings(
+        config,
+        model=model,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        out=out,
+        trust_remote_code=trust_remote_code,
+        arch=arch,
+    )
 
 
 def _register() -> None:
