@@ -13,6 +13,7 @@ import typer
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from redblue.data import PromptSet
     from redblue.settings import Settings
 
 
@@ -52,3 +53,49 @@ def write_json(path: Path, data: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def prompt_set(cfg: Settings, given: str | None, kind: str) -> tuple[PromptSet, str]:
+    """The prompt set ``given`` on the command line, or a default for ``kind`` (harmful/harmless).
+
+    Defaults: the model's own training split (``splits/KIND_train.jsonl`` beside an
+    organism's weights), else the built-in demo set. Returns the set and where it came from.
+    """
+    from redblue.data import PromptSet, load_prompts
+    from redblue.data.builtin import builtin
+    from redblue.errors import ModelError
+    from redblue.models import resolve
+
+    if given:
+        if given.startswith("builtin:"):
+            return builtin(given.removeprefix("builtin:")), given
+        return load_prompts(given), given
+    try:
+        source = resolve(cfg.model)
+        split = Path(source.location) / "splits" / f"{kind}_train.jsonl"
+        if source.kind != "hub" and split.is_file():
+            return PromptSet.from_jsonl(split), str(split)
+    except ModelError:
+        pass
+    return builtin(f"demo_{kind}"), f"builtin:demo_{kind}"
+
+
+def train_val(
+    prompts: PromptSet, n_train: int, n_val: int, seed: int
+) -> tuple[PromptSet, PromptSet]:
+    """Shuffle with ``seed`` and cut off ``n_val`` validation prompts, then up to ``n_train``.
+
+    The same seed gives the same cut in every command, so extraction and
+    selection never share a prompt. Small sets keep a quarter for validation.
+    """
+    n = len(prompts)
+    if n < 2:
+        from redblue.errors import DataError
+
+        raise DataError(
+            f"{prompts.name or 'the prompt set'} has {n} prompt(s)", fix="give at least 2"
+        )
+    n_val = max(1, min(n_val, n // 4)) if n < n_train + n_val else n_val
+    rest = n - n_val
+    val, train = prompts.split((n_val / n, rest / n), seed=seed)
+    return train.sample(min(n_train, len(train)), seed=seed), val

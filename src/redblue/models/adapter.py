@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redblue.errors import ArchitectureError
 from redblue.models.arch import _OVERRIDE_ATTR, ArchSpec, arch_spec, get_module
@@ -11,6 +12,22 @@ from redblue.models.arch import _OVERRIDE_ATTR, ArchSpec, arch_spec, get_module
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+
+@dataclass(frozen=True)
+class Writer:
+    """A module whose output is added to the residual stream.
+
+    ``post_norm`` is the norm applied to that output before it joins the stream
+    (Gemma2/3, OLMo2), or ``None``. ``conv1d`` marks GPT-2 ``Conv1D`` weights
+    (stored ``[d_in, d_out]``).
+    """
+
+    name: str
+    module: nn.Module
+    layer: int | None
+    post_norm: nn.Module | None = None
+    conv1d: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,70 @@ class ModelAdapter:
             if self.spec.mlp_out_norm
             else None
         )
+
+    def writers(self, layers: Iterable[int] | None = None) -> list[Writer]:
+        """Every module that writes into the residual stream, in order.
+
+        With ``layers=None``: the token (and position) embedding, then the
+        attention and MLP output projections of every block. With a list of
+        layers: only those blocks' projections.
+        """
+        out: list[Writer] = []
+        if layers is None:
+            out.append(Writer("embed", self.embed, None))
+            if self.pos_embed is not None:
+                out.append(Writer("pos_embed", self.pos_embed, None))
+        for layer in range(self.n_layers) if layers is None else layers:
+            out.append(
+                Writer(
+                    f"attn_out.{layer}",
+                    self.attn_out(layer),
+                    layer,
+                    self.attn_out_norm(layer),
+                    self.spec.conv1d,
+                )
+            )
+            out.append(
+                Writer(
+                    f"mlp_out.{layer}",
+                    self.mlp_out(layer),
+                    layer,
+                    self.mlp_out_norm(layer),
+                    self.spec.conv1d,
+                )
+            )
+        return out
+
+    def tied_embeddings(self) -> bool:
+        """True when the unembedding shares its weight with the token embedding."""
+        return self.unembed.weight is self._embedding_weight
+
+    def untie_embeddings(self) -> None:
+        """Give the unembedding its own copy of the weight (before editing the embedding)."""
+        import torch
+
+        if not self.tied_embeddings():
+            return
+        self.unembed.weight = torch.nn.Parameter(self._embedding_weight.detach().clone())
+        config: Any = self.model.config
+        config.tie_word_embeddings = False
+        text_config = getattr(config, "get_text_config", lambda: config)()
+        text_config.tie_word_embeddings = False
+
+
+def norm_gain(norm: nn.Module, d_model: int) -> torch.Tensor:
+    """The elementwise gain of an RMS-style norm, read by applying it to a vector of ones.
+
+    Works whatever the convention (``weight`` or ``1 + weight``); float64, ``[d_model]``.
+    """
+    import torch
+
+    weight = next(norm.parameters(), None)
+    device = weight.device if weight is not None else "cpu"
+    dtype = weight.dtype if weight is not None else torch.float32
+    with torch.no_grad():
+        gain = norm(torch.ones(1, 1, d_model, device=device, dtype=dtype))
+    return gain.reshape(-1).to(torch.float64)
 
 
 def adapt(model: nn.Module, arch: ArchSpec | None = None) -> ModelAdapter:
