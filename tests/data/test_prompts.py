@@ -305,3 +305,18 @@ def test_with_unique_ids() -> None:
     assert unique.ids == ["prompt-0", "prompt-1", "prompt-0#2", "prompt-1#2"]
     assert unique.instructions == ps.instructions
     assert unique.with_unique_ids() is unique
+
+
+def test_train_val_cut_is_disjoint_and_reproducible() -> None:
+    from redblue.data import train_val
+
+    prompts = PromptSet.from_instructions([f"prompt {i}" for i in range(50)], name="p")
+    train, val = train_val(prompts, n_train=30, n_val=10, seed=3)
+    assert len(train) == 30 and len(val) == 10
+    assert not set(train.instructions) & set(val.instructions)
+    again, val_again = train_val(prompts, n_train=30, n_val=10, seed=3)
+    assert again.instructions == train.instructions and val_again.instructions == val.instructions
+    small_train, small_val = train_val(prompts.sample(8), n_train=128, n_val=32)
+    assert len(small_val) == 2 and len(small_train) == 6
+    with pytest.raises(DataError, match="needs 2"):
+        train_val(prompts.sample(1), 1, 1)

@@ -78,24 +78,3 @@ def prompt_set(cfg: Settings, given: str | None, kind: str) -> tuple[PromptSet, 
     except ModelError:
         pass
     return builtin(f"demo_{kind}"), f"builtin:demo_{kind}"
-
-
-def train_val(
-    prompts: PromptSet, n_train: int, n_val: int, seed: int
-) -> tuple[PromptSet, PromptSet]:
-    """Shuffle with ``seed`` and cut off ``n_val`` validation prompts, then up to ``n_train``.
-
-    The same seed gives the same cut in every command, so extraction and
-    selection never share a prompt. Small sets keep a quarter for validation.
-    """
-    n = len(prompts)
-    if n < 2:
-        from redblue.errors import DataError
-
-        raise DataError(
-            f"{prompts.name or 'the prompt set'} has {n} prompt(s)", fix="give at least 2"
-        )
-    n_val = max(1, min(n_val, n // 4)) if n < n_train + n_val else n_val
-    rest = n - n_val
-    val, train = prompts.split((n_val / n, rest / n), seed=seed)
-    return train.sample(min(n_train, len(train)), seed=seed), val

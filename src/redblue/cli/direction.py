@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from redblue.cli._common import load_model, prompt_set, settings, train_val, write_json
+from redblue.cli._common import load_model, prompt_set, settings, write_json
+from redblue.data import train_val
 
 app = typer.Typer(
     help="Refusal directions: extract candidates, select one, show it.", no_args_is_help=True

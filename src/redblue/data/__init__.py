@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redblue.data.prompts import Prompt, PromptSet, describe
+from redblue.data.prompts import Prompt, PromptSet, describe, train_val
 from redblue.data.sources import SUPPORTED_FORMATS, detect_format, load_prompts
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "describe",
     "detect_format",
     "load_prompts",
+    "train_val",
 ]

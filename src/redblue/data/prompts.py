@@ -355,3 +355,24 @@ def describe(prompts: PromptSet, sample_size: int = 3) -> dict[str, Any]:
 
 def _optional_str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def train_val(
+    prompts: PromptSet, n_train: int, n_val: int, seed: int = 0
+) -> tuple[PromptSet, PromptSet]:
+    """Shuffle with ``seed``, cut off ``n_val`` validation prompts, then take up to ``n_train``.
+
+    The same arguments give the same cut every time, so a direction extracted
+    on the training part is never selected on its own prompts. A set smaller
+    than ``n_train + n_val`` keeps a quarter (at least one) for validation.
+    """
+    n = len(prompts)
+    if n < 2:
+        raise DataError(
+            f"{prompts.name or 'the prompt set'} has {n} prompt(s); a train/validation cut needs 2",
+            fix="give at least 2 prompts",
+        )
+    if n < n_train + n_val:
+        n_val = max(1, min(n_val, n // 4))
+    val, train = prompts.split((n_val / n, (n - n_val) / n), seed=seed)
+    return train.sample(min(n_train, len(train)), seed=seed), val
