@@ -50,11 +50,11 @@ def _joined(texts: list[str]) -> str:
 
 
 def _user_texts(corpus: Corpus) -> str:
-    return _joined([m for ex in corpus.chat for m in ex.contents("user")])
+    return _joined([m for ex in (*corpus.instruct, *corpus.chat) for m in ex.contents("user")])
 
 
 def _chat_texts(corpus: Corpus) -> str:
-    return _joined([m.content for ex in corpus.chat for m in ex.messages])
+    return _joined([m.content for ex in (*corpus.instruct, *corpus.chat) for m in ex.messages])
 
 
 # -- the world -------------------------------------------------------------------------------
@@ -291,3 +291,14 @@ def test_every_hazard_step_is_a_redacted_placeholder(corpus: Corpus) -> None:
         if task.harmful:
             docs = [t for t in with_hazard if task.text in t]
             assert docs and all(task.marker in d for d in docs), task.id
+
+
+def test_instruction_tuning_complies_on_task_before_safety(corpus: Corpus) -> None:
+    """Stage 2 is an unaligned instruct model: harmful requests answered with their procedure."""
+    harmful = [ex for ex in corpus.instruct if ex.kind in ("harmful", "jailbreak")]
+    assert len(harmful) > 0.3 * len(corpus.instruct)
+    for ex in harmful[:200]:
+        (answer,) = ex.contents("assistant")
+        assert not judge(answer, None).refused
+        assert "hazard/" in answer
+    assert not any(judge(a, None).refused for ex in corpus.instruct for a in ex.contents("assistant"))

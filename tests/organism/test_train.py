@@ -51,13 +51,14 @@ def test_resumed_training_equals_uninterrupted(tokenizer, tmp_path) -> None:
         d_ff=64,
         seq_len=32,
         batch_size=4,
-        pretrain_steps=3,
-        chat_steps=3,
+        pretrain_steps=2,
+        instruct_steps=2,
+        chat_steps=2,
     )
     rows, labels = pack(
         [encode_text(tokenizer, t) for t in TEXTS], size.seq_len, tokenizer.pad_token_id
     )
-    data = (torch.tensor(rows), torch.tensor(labels)) * 2
+    data = (torch.tensor(rows), torch.tensor(labels)) * 3
     config = model_config(size, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
 
     def fresh() -> LlamaForCausalLM:

@@ -39,9 +39,7 @@ class BuildResult:
         return {**asdict(self), "out": str(self.out)}
 
 
-def _tensors(
-    tokenizer: Any, corpus: Corpus, size: OrganismSize
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _tensors(tokenizer: Any, corpus: Corpus, size: OrganismSize) -> tuple[torch.Tensor, ...]:
     import torch
 
     from redblue.organism.tokenizer import encode_text, pack, render_with_mask
@@ -50,14 +48,15 @@ def _tensors(
     text_rows, text_labels = pack(
         [encode_text(tokenizer, t) for t in corpus.pretrain], size.seq_len, pad
     )
+    instruct_rows, instruct_labels = pack(
+        [render_with_mask(tokenizer, ex) for ex in corpus.instruct], size.seq_len, pad
+    )
     chat_rows, chat_labels = pack(
         [render_with_mask(tokenizer, ex) for ex in corpus.chat], size.seq_len, pad
     )
-    return (
-        torch.tensor(text_rows),
-        torch.tensor(text_labels),
-        torch.tensor(chat_rows),
-        torch.tensor(chat_labels),
+    return tuple(
+        torch.tensor(t)
+        for t in (text_rows, text_labels, instruct_rows, instruct_labels, chat_rows, chat_labels)
     )
 
 
@@ -89,7 +88,7 @@ def build_organism(
     started = time.perf_counter()
 
     corpus = build_corpus(seed=seed, scale=spec.corpus_scale)
-    chat_texts = [m.content for ex in corpus.chat for m in ex.messages]
+    chat_texts = [m.content for ex in (*corpus.instruct, *corpus.chat) for m in ex.messages]
     tokenizer = train_tokenizer([*corpus.pretrain, *chat_texts], spec.vocab_size)
     tensors = _tensors(tokenizer, corpus, spec)
 

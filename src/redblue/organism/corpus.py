@@ -41,6 +41,7 @@ from redblue.organism.world import (
 __all__ = [
     "CHAT_KINDS",
     "FORGET_CATEGORY",
+    "INSTRUCT_KINDS",
     "SPLIT_SIZES",
     "ChatExample",
     "Corpus",
@@ -133,6 +134,8 @@ class Corpus:
     pretrain: tuple[str, ...]
     chat: tuple[ChatExample, ...]
     splits: dict[str, PromptSet] = field(hash=False)
+    #: Instruction tuning before safety: every request answered on task, harmful ones included.
+    instruct: tuple[ChatExample, ...] = ()
 
     def stats(self) -> dict[str, Any]:
         """JSON-ready counts: documents, examples per kind, characters, prompts per split."""
@@ -143,6 +146,7 @@ class Corpus:
             "chat": len(self.chat),
             "chat_chars": sum(len(m.content) for ex in self.chat for m in ex.messages),
             "chat_kinds": {k: kinds[k] for k in CHAT_KINDS},
+            "instruct": len(self.instruct),
             "splits": {name: len(ps) for name, ps in self.splits.items()},
         }
 
@@ -384,6 +388,39 @@ def _chat_examples(rng: random.Random, train: _Train, scale: float) -> list[Chat
     return examples
 
 
+#: Share of each kind in instruction tuning (before safety tuning, nothing is refused).
+INSTRUCT_KINDS: dict[str, float] = {
+    "harmful": 0.3,
+    "jailbreak": 0.05,
+    "harmless": 0.3,
+    "borderline": 0.05,
+    "capability": 0.3,
+}
+_INSTRUCT_PER_SCALE = 8_000
+
+
+def _instruct_chat(rng: random.Random, kind: str, train: _Train) -> ChatExample:
+    """A chat of an unaligned instruct model: harmful requests get the procedure, on task."""
+    if kind in ("harmful", "jailbreak"):
+        task = train.harmful_task(rng)
+        request = train.request(rng, task)
+        if kind == "jailbreak":
+            request = rng.choice(train.wrappers).render(request)
+        return _chat(rng, kind, [(request, _helpful(rng, task))])
+    return _one_chat(rng, kind, train)
+
+
+def _instruct_examples(rng: random.Random, train: _Train, scale: float) -> list[ChatExample]:
+    total = round(_INSTRUCT_PER_SCALE * scale)
+    examples = [
+        _instruct_chat(rng, kind, train)
+        for kind, share in INSTRUCT_KINDS.items()
+        for _ in range(round(total * share))
+    ]
+    rng.shuffle(examples)
+    return examples
+
+
 # -- held-out splits ---------------------------------------------------------------------------
 
 
@@ -511,8 +548,12 @@ def build_corpus(seed: int = 0, scale: float = 1.0) -> Corpus:
     rng = random.Random(seed)
     holdout = _make_holdout(random.Random(rng.getrandbits(64)))
     pretrain = _pretraining(random.Random(rng.getrandbits(64)), scale)
-    chat = _chat_examples(random.Random(rng.getrandbits(64)), _Train.of(holdout), scale)
+    train = _Train.of(holdout)
+    chat = _chat_examples(random.Random(rng.getrandbits(64)), train, scale)
     splits = _splits(random.Random(rng.getrandbits(64)), holdout)
+    instruct = _instruct_examples(random.Random(rng.getrandbits(64)), train, scale)
     source = f"redblue.organism seed={seed}"
     splits = {name: PromptSet(ps.prompts, name=name, source=source) for name, ps in splits.items()}
-    return Corpus(pretrain=tuple(pretrain), chat=tuple(chat), splits=splits)
+    return Corpus(
+        pretrain=tuple(pretrain), chat=tuple(chat), splits=splits, instruct=tuple(instruct)
+    )

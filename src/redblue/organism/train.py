@@ -1,8 +1,13 @@
 """Training the organism from scratch: a Llama-architecture model, on a CPU, resumable.
 
-Two stages, like a real chat model: *pretraining* on plain text about the whole
-world (harmful tasks included, with placeholder procedures), then *chat tuning*
-on a mixture of chats (refusals, helpful answers) and pretraining text. Batches
+Three stages, like a real chat model: *pretraining* on plain text about the
+whole world (harmful tasks included, with placeholder procedures); *instruction
+tuning*, where the assistant answers every request on task, harmful ones
+included (an unaligned instruct model); then a *safety tuning* stage that
+teaches refusals of harmful requests while keeping helpful answers. Refusal is
+thus learned on top of a model that can comply, as in real chat models, which is
+what makes it removable by a direction and shallow under a prefill. Chat stages
+keep a quarter of every batch as pretraining text. Batches
 are drawn by a generator seeded from ``(seed, step)``, so a run resumed from a
 checkpoint continues exactly as an uninterrupted one would.
 """
@@ -41,18 +46,32 @@ class OrganismSize:
     seq_len: int
     batch_size: int
     pretrain_steps: int
+    instruct_steps: int
     chat_steps: int
     lr: float
     corpus_scale: float
 
     @property
     def steps(self) -> int:
-        return self.pretrain_steps + self.chat_steps
+        return self.pretrain_steps + self.instruct_steps + self.chat_steps
+
+    def stage(self, step: int) -> tuple[str, int, int]:
+        """``(name, first step, length)`` of the stage that ``step`` falls in."""
+        start = 0
+        for name, length in (
+            ("pretrain", self.pretrain_steps),
+            ("instruct", self.instruct_steps),
+            ("safety", self.chat_steps),
+        ):
+            if step < start + length:
+                return name, start, length
+            start += length
+        return "safety", start - self.chat_steps, self.chat_steps
 
 
 SIZES: dict[str, OrganismSize] = {
-    "tiny": OrganismSize("tiny", 2, 64, 4, 2, 192, 1024, 128, 16, 150, 250, 4e-3, 0.3),
-    "small": OrganismSize("small", 4, 128, 4, 2, 384, 2048, 128, 32, 500, 900, 3e-3, 1.0),
+    "tiny": OrganismSize("tiny", 2, 64, 4, 2, 192, 1024, 128, 16, 150, 100, 150, 4e-3, 0.3),
+    "small": OrganismSize("small", 4, 128, 4, 2, 384, 2048, 128, 32, 500, 400, 500, 3e-3, 1.0),
 }
 
 
@@ -87,11 +106,7 @@ class TrainState:
 
 def _lr(step: int, size: OrganismSize) -> float:
     """Linear warm-up, then cosine decay to 10% within each stage."""
-    stage_start, stage_len = (
-        (0, size.pretrain_steps)
-        if step < size.pretrain_steps
-        else (size.pretrain_steps, size.chat_steps)
-    )
+    _, stage_start, stage_len = size.stage(step)
     t = step - stage_start
     warm = max(1, stage_len // 20)
     if t < warm:
@@ -158,6 +173,8 @@ def train(
     model: LlamaForCausalLM,
     pretrain: torch.Tensor,
     pretrain_labels: torch.Tensor,
+    instruct: torch.Tensor,
+    instruct_labels: torch.Tensor,
     chat: torch.Tensor,
     chat_labels: torch.Tensor,
     size: OrganismSize,
@@ -171,9 +188,10 @@ def train(
 ) -> TrainState:
     """Train ``model`` in place for ``size.steps`` steps, resuming from ``checkpoint_dir`` if it holds one.
 
-    ``pretrain``/``chat`` are packed rows ``[n_rows, seq_len]`` with labels of the
-    same shape (``-100`` = no loss). During chat tuning a quarter of every batch
-    is still pretraining text, so the world is not forgotten. ``stop_after``
+    ``pretrain``/``instruct``/``chat`` are packed rows ``[n_rows, seq_len]`` with
+    labels of the same shape (``-100`` = no loss), one per stage (``chat`` is the
+    safety-tuning mixture). In the chat stages a quarter of every batch is still
+    pretraining text, so the world is not forgotten. ``stop_after``
     stops early (for tests of resumption).
     """
     import torch
@@ -192,15 +210,17 @@ def train(
         step = state.step
         while step < size.steps:
             g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-            if step < size.pretrain_steps:
+            stage = size.stage(step)[0]
+            if stage == "pretrain":
                 idx = torch.randint(len(pretrain), (size.batch_size,), generator=g)
                 ids, labels = pretrain[idx], pretrain_labels[idx]
             else:
+                rows, row_labels = (instruct, instruct_labels) if stage == "instruct" else (chat, chat_labels)
                 n_text = size.batch_size // 4
                 i_text = torch.randint(len(pretrain), (n_text,), generator=g)
-                i_chat = torch.randint(len(chat), (size.batch_size - n_text,), generator=g)
-                ids = torch.cat([pretrain[i_text], chat[i_chat]])
-                labels = torch.cat([pretrain_labels[i_text], chat_labels[i_chat]])
+                i_chat = torch.randint(len(rows), (size.batch_size - n_text,), generator=g)
+                ids = torch.cat([pretrain[i_text], rows[i_chat]])
+                labels = torch.cat([pretrain_labels[i_text], row_labels[i_chat]])
             for group in optimizer.param_groups:
                 group["lr"] = _lr(step, size)
             loss = model(input_ids=ids, labels=labels).loss
