@@ -301,4 +301,6 @@ def test_instruction_tuning_complies_on_task_before_safety(corpus: Corpus) -> No
         (answer,) = ex.contents("assistant")
         assert not judge(answer, None).refused
         assert "hazard/" in answer
-    assert not any(judge(a, None).refused for ex in corpus.instruct for a in ex.contents("assistant"))
+    assert not any(
+        judge(a, None).refused for ex in corpus.instruct for a in ex.contents("assistant")
+    )

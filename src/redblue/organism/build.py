@@ -39,7 +39,9 @@ class BuildResult:
         return {**asdict(self), "out": str(self.out)}
 
 
-def _tensors(tokenizer: Any, corpus: Corpus, size: OrganismSize) -> tuple[torch.Tensor, ...]:
+def _tensors(
+    tokenizer: Any, corpus: Corpus, size: OrganismSize
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     import torch
 
     from redblue.organism.tokenizer import encode_text, pack, render_with_mask
@@ -54,9 +56,13 @@ def _tensors(tokenizer: Any, corpus: Corpus, size: OrganismSize) -> tuple[torch.
     chat_rows, chat_labels = pack(
         [render_with_mask(tokenizer, ex) for ex in corpus.chat], size.seq_len, pad
     )
-    return tuple(
-        torch.tensor(t)
-        for t in (text_rows, text_labels, instruct_rows, instruct_labels, chat_rows, chat_labels)
+    return (
+        torch.tensor(text_rows),
+        torch.tensor(text_labels),
+        torch.tensor(instruct_rows),
+        torch.tensor(instruct_labels),
+        torch.tensor(chat_rows),
+        torch.tensor(chat_labels),
     )
 
 

@@ -2,25 +2,26 @@
 
 The numbers behind the organism's targets: refusal on harmful, harmless,
 borderline and jailbreak prompts, capability accuracy, how much a one-token
-compliant prefill lowers refusal, and whether answers under a quick
-refusal-direction ablation are on topic.
+compliant prefill lowers refusal, and whether answers under ablation of the
+refusal direction (extracted and selected with :mod:`redblue.directions`) are on topic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redblue.data import PromptSet
-from redblue.models import GenerationSettings, adapt, generate, hook_residual
+from redblue.interventions import ablate
+from redblue.models import GenerationSettings, generate
 from redblue.organism.judge import capability_correct, judge
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from redblue.directions import Direction
 
 SPLITS = ("harmful", "harmless", "borderline", "jailbreak_seen", "jailbreak_unseen", "capability")
 
@@ -37,6 +38,7 @@ class OrganismScores:
     ablation_harmful_refusal: float
     ablation_on_topic: float
     ablation_layer: int
+    ablation_position: int
 
     @property
     def prefill_drop(self) -> float:
@@ -56,35 +58,30 @@ def _refusal_rate(completions: Sequence[Any], prompts: PromptSet) -> float:
     return sum(v.refused for v in verdicts) / max(1, len(verdicts))
 
 
-def mean_difference(
+def refusal_direction(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    harmful: Sequence[str],
-    harmless: Sequence[str],
-) -> torch.Tensor:
-    """Quick refusal directions: ``[n_layers, d_model]`` unit vectors, mean(harmful) - mean(harmless)
-    of the residual stream after each block at the last prompt token."""
-    import torch
+    splits: dict[str, PromptSet],
+    *,
+    n_train: int = 128,
+    n_val: int = 32,
+    seed: int = 0,
+) -> Direction:
+    """The organism's refusal direction: difference in means on the training splits, chosen by
+    Arditi selection on held-back prompts (the extraction's own choice if every candidate is
+    filtered out)."""
+    from redblue.data import train_val
+    from redblue.directions import ExtractConfig, SelectConfig, extract_direction, select_direction
 
-    from redblue.demo import last_token_residuals
-
-    diff = last_token_residuals(model, tokenizer, harmful).mean(1) - last_token_residuals(
-        model, tokenizer, harmless
-    ).mean(1)
-    return diff / diff.norm(dim=-1, keepdim=True).clamp_min(1e-12).to(torch.float32)
-
-
-@contextmanager
-def quick_ablation(model: PreTrainedModel, direction: torch.Tensor) -> Iterator[None]:
-    """Project ``direction`` (``[d_model]``) out of the residual stream entering every block and leaving the last."""
-    d = direction.to(model.device, model.dtype)
-
-    def project(h: torch.Tensor) -> torch.Tensor:
-        return h - (h @ d).unsqueeze(-1) * d
-
-    last = adapt(model).n_layers - 1
-    with hook_residual(model, project, where="pre"), hook_residual(model, project, layers=[last]):
-        yield
+    train_h, val_h = train_val(splits["harmful_train"], n_train, n_val, seed)
+    train_b, val_b = train_val(splits["harmless_train"], n_train, n_val, seed)
+    candidates = extract_direction(
+        model, tokenizer, train_h, train_b, ExtractConfig(progress=False)
+    )
+    chosen = select_direction(
+        model, tokenizer, candidates, val_h, val_b, SelectConfig(progress=False)
+    ).direction
+    return chosen or candidates
 
 
 def evaluate_organism(
@@ -118,14 +115,8 @@ def evaluate_organism(
     # "Sure" + the continuation is the answer the judge reads
     prefilled = [replace(c, text="Sure" + c.text) for c in prefilled]
 
-    directions = mean_difference(
-        model,
-        tokenizer,
-        splits["harmful_train"].instructions[:64],
-        splits["harmless_train"].instructions[:64],
-    )
-    layer = adapt(model).n_layers // 2
-    with quick_ablation(model, directions[layer]):
+    direction = refusal_direction(model, tokenizer, splits)
+    with ablate(model, direction):
         ablated = generate(model, tokenizer, harmful.instructions, settings, progress=progress)
     verdicts = [judge(c.text, p.category) for c, p in zip(ablated, harmful, strict=True)]
     return OrganismScores(
@@ -140,5 +131,6 @@ def evaluate_organism(
         prefill_harmful_refusal=_refusal_rate(prefilled, harmful),
         ablation_harmful_refusal=sum(v.refused for v in verdicts) / max(1, len(verdicts)),
         ablation_on_topic=sum(v.on_topic and v.complied for v in verdicts) / max(1, len(verdicts)),
-        ablation_layer=layer,
+        ablation_layer=direction.layer,
+        ablation_position=direction.position,
     )

@@ -215,7 +215,9 @@ def train(
                 idx = torch.randint(len(pretrain), (size.batch_size,), generator=g)
                 ids, labels = pretrain[idx], pretrain_labels[idx]
             else:
-                rows, row_labels = (instruct, instruct_labels) if stage == "instruct" else (chat, chat_labels)
+                rows, row_labels = (
+                    (instruct, instruct_labels) if stage == "instruct" else (chat, chat_labels)
+                )
                 n_text = size.batch_size // 4
                 i_text = torch.randint(len(pretrain), (n_text,), generator=g)
                 i_chat = torch.randint(len(rows), (size.batch_size - n_text,), generator=g)
