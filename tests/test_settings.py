@@ -20,7 +20,7 @@ def clean_env(monkeypatch, tmp_path) -> None:
 def test_defaults() -> None:
     s = load_settings()
     assert (s.model, s.device, s.dtype, s.seed, s.trust_remote_code) == (
-        "smollm2",
+        "organism",
         "auto",
         "auto",
         0,

@@ -26,8 +26,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REDBLUE_", extra="forbid", frozen=True)
 
     model: str = Field(
-        "smollm2",
-        description="Model to use: an embedded name (smollm2), a save_pretrained folder, a .gguf file or a hub id.",
+        "organism",
+        description="Model to use: an embedded name (organism: redblue's own small chat model; smollm2: SmolLM2-135M-Instruct), a save_pretrained folder, a .gguf file or a hub id.",
     )
     device: str = Field(
         "auto", description="Torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."

@@ -77,6 +77,7 @@ def steering_vectors_directions(
     from redblue.models.chat import render_chat
 
     tokenizer = copy.deepcopy(tokenizer)  # fix_pad_token may edit it
+    model = copy.deepcopy(model)  # peers' hooks never touch the shared fixture
     samples = [
         (render_chat(tokenizer, h, system=system), render_chat(tokenizer, b, system=system))
         for h, b in zip(HARMFUL, HARMLESS, strict=True)
@@ -110,7 +111,7 @@ def heretic_directions(
     from heretic.utils import Prompt
 
     peer = Model.__new__(Model)
-    peer.model = model
+    peer.model = copy.deepcopy(model)  # peers' hooks never touch the shared fixture
     peer.tokenizer = copy.deepcopy(tokenizer)
     peer.tokenizer.padding_side = "left"  # as Model.__init__ sets it
     peer.settings = Settings.model_construct(

@@ -19,7 +19,7 @@ def demo(
 ) -> None:
     """The quick tour: load a model, inspect it, let it answer, look inside.
 
-    Loads the model (default: the embedded smollm2), shows its architecture row and chat
+    Loads the model (default: the embedded organism), shows its architecture row and chat
     template, lets it answer paired harmful and harmless requests, and shows how the two
     kinds separate in the residual stream layer by layer. Writes OUT/demo.json.
 

@@ -49,7 +49,9 @@ def main_options(
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m", help="Model: embedded name (smollm2), folder, .gguf file or hub id."
+            "--model",
+            "-m",
+            help="Model: embedded name (organism, the default, or smollm2), folder, .gguf file or hub id.",
         ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
