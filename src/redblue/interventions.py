@@ -86,7 +86,7 @@ def ablate(
     hooks = Hooks()
     try:
         for writer in adapter.writers(layers):
-            a = writer_basis(writer, r.to(adapter._embedding_weight.device), adapter.d_model)
+            a = writer_basis(writer, r.to(adapter.device), adapter.d_model)
             hooks.add(writer.module.register_forward_hook(_project_out(a)))
     except BaseException:
         hooks.remove()
@@ -113,7 +113,7 @@ def add(
 
     if isinstance(direction, Direction):
         layer = direction.layer if layer is None else layer
-        p, i = direction._index(layer, direction.position)
+        p, i = direction.index(layer, direction.position)
         vector = direction.vectors[p, i].to(torch.float64) * float(direction.norms[p, i])
         if vector.norm() == 0:
             raise ValueError(f"the direction is degenerate at layer {layer}; choose another layer")
@@ -169,7 +169,7 @@ def orthogonalize(
     if not inplace:
         model = copy.deepcopy(model)
     adapter = adapt(model)
-    r = _unit(direction).to(adapter._embedding_weight.device)
+    r = _unit(direction).to(adapter.device)
     adapter.untie_embeddings()
     with torch.no_grad():
         for writer in adapter.writers():

@@ -62,9 +62,10 @@ class Direction:
             )
         if tuple(self.norms.shape) != shape[:2]:
             raise ValueError(f"norms must be {shape[:2]}, got {tuple(self.norms.shape)}")
-        self._index(self.layer, self.position)
+        self.index(self.layer, self.position)
 
-    def _index(self, layer: int, position: int) -> tuple[int, int]:
+    def index(self, layer: int, position: int) -> tuple[int, int]:
+        """``(position index, layer index)`` into ``vectors`` and ``norms``."""
         if position not in self.positions:
             raise ValueError(f"position {position} is not one of this direction's {self.positions}")
         if layer not in self.layers:
@@ -83,17 +84,17 @@ class Direction:
     @property
     def scale(self) -> float:
         """The aggregate's length at the chosen (layer, position)."""
-        p, layer = self._index(self.layer, self.position)
+        p, layer = self.index(self.layer, self.position)
         return float(self.norms[p, layer])
 
     def at(self, layer: int, position: int) -> torch.Tensor:
         """The unit vector at ``layer`` and ``position``."""
-        p, i = self._index(layer, position)
+        p, i = self.index(layer, position)
         return self.vectors[p, i]
 
     def choose(self, layer: int, position: int, *, chosen_by: str) -> Direction:
         """The same candidates with another choice."""
-        p, i = self._index(layer, position)
+        p, i = self.index(layer, position)
         if float(self.norms[p, i]) == 0.0:
             raise ValueError(
                 f"layer {layer} position {position} is degenerate (harmful and harmless did not differ)"

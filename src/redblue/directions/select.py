@@ -277,7 +277,7 @@ def select_direction(
     pairs = [(p, layer) for p in direction.positions for layer in direction.layers]
     with progress_bar(len(pairs), "candidates", enabled=config.progress) as bar:
         for position, layer in pairs:
-            pi, li = direction._index(layer, position)
+            pi, li = direction.index(layer, position)
             unit = direction.vectors[pi, li]
             scale = float(direction.norms[pi, li])
             if scale == 0.0:

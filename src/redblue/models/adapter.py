@@ -78,6 +78,11 @@ class ModelAdapter:
         return weight
 
     @property
+    def device(self) -> torch.device:
+        """Where the token embedding lives."""
+        return self._embedding_weight.device
+
+    @property
     def d_model(self) -> int:
         """Width of the residual stream, read from the token embedding."""
         return int(self._embedding_weight.shape[1])
