@@ -133,3 +133,14 @@ def test_orthogonalize_exports_a_model_equal_to_ablation(run, tmp_path) -> None:
         tmp_path / "edited", dtype=torch.float32
     )
     assert type(model).__name__ == "Qwen2ForCausalLM"
+
+
+def test_steer_table_shows_brackets_literally(run) -> None:
+    """Answers carry ``[step 1 of hazard/...]`` markers: Rich must not eat them as markup."""
+    invoke, out = run
+    result = invoke(
+        "steer", "generate", "--direction", str(out / "direction.safetensors"),
+        "--prompt", "[bold]x[/bold] [step 1 of hazard/weapons: REDACTED]", "--max-new-tokens", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "[bold]x[/bold]" in result.stdout and "[step 1 of" in result.stdout

@@ -26,6 +26,7 @@ def demo(
     Example: redblue demo          (or: redblue --model ./my-model demo)
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from redblue.demo import run_demo
@@ -51,15 +52,16 @@ def demo(
         f"{info.class_name}: family [bold]{info.family}[/], {info.n_layers} layers, d_model {info.d_model}, "
         f"{info.n_params / 1e6:.1f}M parameters, {info.dtype} on {info.device}"
     )
-    console.print("chat template renders:", repr(info.example_prompt))
+    console.print("chat template renders:", escape(repr(info.example_prompt)))
     console.print(
-        "post-instruction tokens:", " ".join(repr(t) for t in info.post_instruction_tokens)
+        "post-instruction tokens:",
+        escape(" ".join(repr(t) for t in info.post_instruction_tokens)),
     )
 
     console.rule("2. answers (greedy)")
     for c in result.completions:
-        console.print(f"[bold]user:[/] {c.instruction}")
-        console.print(f"[bold]model:[/] {c.text.strip()[:400]}\n")
+        console.print(f"[bold]user:[/] {escape(c.instruction)}")
+        console.print(f"[bold]model:[/] {escape(c.text.strip()[:400])}\n")
 
     console.rule("3. inside: harmful vs harmless in the residual stream")
     table = Table("layer", "separation", "")

@@ -27,6 +27,7 @@ def info(
     Example: redblue models info smollm2
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from redblue.models import describe
@@ -54,7 +55,7 @@ def info(
         "post-instruction tokens": " ".join(repr(t) for t in summary.post_instruction_tokens),
     }
     for key, value in rows.items():
-        table.add_row(key, value)
+        table.add_row(key, escape(value))
     Console().print(table)
 
 

@@ -48,6 +48,7 @@ def steer_generate(
     Example: redblue steer generate --direction redblue-out/direction-selected.safetensors --mode ablate
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from redblue.directions import Direction, is_refusal
@@ -80,7 +81,9 @@ def steer_generate(
         steered = generate(model, tokenizer, texts, gen)
     table = Table("prompt", "original", mode, show_lines=True)
     for text, a, b in zip(texts, baseline, steered, strict=True):
-        table.add_row(text[:120], a.text.strip()[:300], b.text.strip()[:300])
+        table.add_row(
+            escape(text[:120]), escape(a.text.strip()[:300]), escape(b.text.strip()[:300])
+        )
     Console().print(table)
     rate = {
         "original": sum(is_refusal(c.text) for c in baseline) / len(texts),
