@@ -93,6 +93,21 @@ def _instructions(prompts: PromptSet | Sequence[str]) -> list[str]:
     return texts
 
 
+def _plan(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: PromptSet | Sequence[str],
+    layers: Sequence[int] | None,
+    positions: Positions,
+    system: str | None,
+) -> tuple[list[str], list[int], list[int]]:
+    """The texts, the layers (all by default) and the columns to read."""
+    texts = _instructions(prompts)
+    chosen = list(range(adapt(model).n_layers)) if layers is None else list(layers)
+    n_post = encode_batch(tokenizer, texts[:1], system=system).n_post
+    return texts, chosen, resolve_positions(positions, n_post)
+
+
 def _data_hash(texts: Sequence[str], system: str | None) -> str:
     h = hashlib.sha256(json.dumps([system, *texts]).encode())
     return h.hexdigest()[:16]
@@ -184,9 +199,7 @@ def collect_means(
     """
     import torch
 
-    texts = _instructions(prompts)
-    layers = list(range(adapt(model).n_layers)) if layers is None else list(layers)
-    cols = resolve_positions(positions, encode_batch(tokenizer, texts[:1], system=system).n_post)
+    texts, layers, cols = _plan(model, tokenizer, prompts, layers, positions, system)
     with (
         torch.no_grad(),
         recording_means(model, layers=layers, positions=cols, where=where) as acc,
@@ -262,9 +275,7 @@ def collect(
     import torch
     from safetensors.torch import load_file, save_file
 
-    texts = _instructions(prompts)
-    layers = list(range(adapt(model).n_layers)) if layers is None else list(layers)
-    cols = resolve_positions(positions, encode_batch(tokenizer, texts[:1], system=system).n_post)
+    texts, layers, cols = _plan(model, tokenizer, prompts, layers, positions, system)
     data_hash = _data_hash(texts, system)
     model_hash = model_fingerprint(model)
     path = None

@@ -377,15 +377,25 @@ def _one_chat(rng: random.Random, kind: str, train: _Train) -> ChatExample:
     return _chat(rng, kind, _multi_turn(rng, train), system=False)
 
 
-def _chat_examples(rng: random.Random, train: _Train, scale: float) -> list[ChatExample]:
-    total = round(_CHAT_PER_SCALE * scale)
+def _mixture(
+    rng: random.Random,
+    make: Callable[[random.Random, str, _Train], ChatExample],
+    shares: dict[str, float],
+    total: int,
+    train: _Train,
+) -> list[ChatExample]:
+    """``total`` chats, ``shares[kind]`` of each kind made by ``make``, shuffled."""
     examples = [
-        _one_chat(rng, kind, train)
-        for kind, share in CHAT_KINDS.items()
+        make(rng, kind, train)
+        for kind, share in shares.items()
         for _ in range(round(total * share))
     ]
     rng.shuffle(examples)
     return examples
+
+
+def _chat_examples(rng: random.Random, train: _Train, scale: float) -> list[ChatExample]:
+    return _mixture(rng, _one_chat, CHAT_KINDS, round(_CHAT_PER_SCALE * scale), train)
 
 
 #: Share of each kind in instruction tuning (before safety tuning, nothing is refused).
@@ -411,14 +421,7 @@ def _instruct_chat(rng: random.Random, kind: str, train: _Train) -> ChatExample:
 
 
 def _instruct_examples(rng: random.Random, train: _Train, scale: float) -> list[ChatExample]:
-    total = round(_INSTRUCT_PER_SCALE * scale)
-    examples = [
-        _instruct_chat(rng, kind, train)
-        for kind, share in INSTRUCT_KINDS.items()
-        for _ in range(round(total * share))
-    ]
-    rng.shuffle(examples)
-    return examples
+    return _mixture(rng, _instruct_chat, INSTRUCT_KINDS, round(_INSTRUCT_PER_SCALE * scale), train)
 
 
 # -- held-out splits ---------------------------------------------------------------------------
