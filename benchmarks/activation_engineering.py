@@ -2,7 +2,7 @@
 
     python benchmarks/activation_engineering.py --model organism --out bench-out/activation
     python benchmarks/activation_engineering.py --model bench-out/organism/small-seed1 ...
-    python benchmarks/activation_engineering.py --model smollm2      # needs ../shared/data
+    python benchmarks/activation_engineering.py --model smollm2 --positions last --n-val 8 --limit 80
 
 On an organism (a folder with ``splits/``), the direction is extracted from
 ``harmful_train``/``harmless_train`` (128 each), selected on 32 held-back
@@ -73,7 +73,14 @@ def prompt_sets(spec: str, limit: int) -> dict[str, Any]:
 
 
 def run(
-    spec: str, *, n_train: int, n_val: int, limit: int, max_new_tokens: int, seed: int
+    spec: str,
+    *,
+    n_train: int,
+    n_val: int,
+    limit: int,
+    max_new_tokens: int,
+    seed: int,
+    positions: str = "post_instruction",
 ) -> dict[str, Any]:
     import torch
     import transformers
@@ -83,9 +90,11 @@ def run(
         ExtractConfig,
         SelectConfig,
         extract_direction,
+        find_refusal_tokens,
         last_logits,
         select_direction,
     )
+    from redblue.errors import RedblueError
     from redblue.interventions import ablate, add, orthogonalize
     from redblue.models import GenerationSettings, export, generate, load
 
@@ -94,8 +103,15 @@ def run(
     sets = prompt_sets(spec, limit)
     train_h, val_h = train_val(sets["harmful_train"], n_train, n_val, seed)
     train_b, val_b = train_val(sets["harmless_train"], n_train, n_val, seed)
-    direction = extract_direction(model, tok, train_h, train_b, ExtractConfig())
-    selection = select_direction(model, tok, direction, val_h, val_b, SelectConfig())
+    direction = extract_direction(model, tok, train_h, train_b, ExtractConfig(positions=positions))
+    try:
+        tokens: Any = find_refusal_tokens(model, tok, val_h, val_b)
+    except RedblueError as e:  # a model that refuses nothing: the usual openers of refusals
+        print(f"{e.what}; using the first tokens of 'I' and 'Sorry' as refusal tokens")
+        tokens = sorted({tok(w, add_special_tokens=False)["input_ids"][0] for w in ("I", "Sorry")})
+    selection = select_direction(
+        model, tok, direction, val_h, val_b, SelectConfig(), refusal_tokens=tokens
+    )
     print(selection.message)
     chosen = selection.direction or direction
 
@@ -140,7 +156,11 @@ def run(
         "layer": chosen.layer,
         "position": chosen.position,
         "chosen_by": chosen.chosen_by,
+        "positions": positions,
+        "n_train": n_train,
+        "n_val": n_val,
         "selection": selection.message,
+        "refusal_tokens": tokens.to_dict() if hasattr(tokens, "to_dict") else tokens,
         "harmful_refusal": rate(base_h, harmful),
         "ablation_harmful_refusal": rate(abl_h, harmful),
         "harmless_refusal": rate(base_b, harmless),
@@ -174,6 +194,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200, help="held-out prompts per set")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--positions",
+        default="post_instruction",
+        help="post_instruction (every template token after the instruction) or last (cheaper on CPU)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-out/activation"))
     args = parser.parse_args()
 
@@ -186,6 +211,7 @@ def main() -> None:
             limit=args.limit,
             max_new_tokens=args.max_new_tokens,
             seed=args.seed,
+            positions=args.positions,
         )
         name = Path(spec).name
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))

@@ -61,10 +61,13 @@ def writer_basis(writer: Writer, r: torch.Tensor, d_model: int) -> torch.Tensor:
     return a / a.norm().clamp_min(1e-30)
 
 
-def _project_out(a: torch.Tensor) -> Any:
+def _project_out(basis: torch.Tensor) -> Any:
+    """A forward hook removing the ``basis`` component of a module's output (in place: the
+    output is a fresh tensor that backward does not need)."""
+
     def hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-        basis = a.to(output.device, output.dtype)
-        return output - (output @ basis).unsqueeze(-1) * basis
+        b = basis if basis.dtype == output.dtype else basis.to(output.dtype)
+        return output.addcmul_((output @ b).unsqueeze(-1), b, value=-1.0)
 
     return hook
 
@@ -87,7 +90,8 @@ def ablate(
     try:
         for writer in adapter.writers(layers):
             a = writer_basis(writer, r.to(adapter.device), adapter.d_model)
-            hooks.add(writer.module.register_forward_hook(_project_out(a)))
+            dtype = next(writer.module.parameters()).dtype  # cast once, not at every call
+            hooks.add(writer.module.register_forward_hook(_project_out(a.to(dtype))))
     except BaseException:
         hooks.remove()
         raise
