@@ -91,6 +91,7 @@ def run(
         SelectConfig,
         extract_direction,
         find_refusal_tokens,
+        kl_divergence,
         last_logits,
         select_direction,
     )
@@ -132,10 +133,7 @@ def run(
         abl_logits = last_logits(model, tok, harmless.instructions)
     with add(model, chosen, alpha=1.0):
         add_b = generate(model, tok, harmless.instructions, gen)
-    base_logits = last_logits(model, tok, harmless.instructions)
-    p = torch.log_softmax(base_logits.double(), -1)
-    q = torch.log_softmax(abl_logits.double(), -1)
-    kl = float((p.exp() * (p - q)).sum(-1).mean())
+    kl = kl_divergence(last_logits(model, tok, harmless.instructions), abl_logits)
 
     edited = orthogonalize(model, chosen, inplace=False)
     with tempfile.TemporaryDirectory() as tmp:

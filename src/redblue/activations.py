@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redblue.data.prompts import instructions_of
 from redblue.errors import DataError
 from redblue.models import adapt, encode_batch
 from redblue.models.hooks import Where, hook_residual
@@ -87,7 +88,7 @@ def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 
 
 def _instructions(prompts: PromptSet | Sequence[str]) -> list[str]:
-    texts = [p if isinstance(p, str) else p.instruction for p in prompts]
+    texts = instructions_of(prompts)
     if not texts:
         raise DataError("the prompt set is empty", fix="pass at least one prompt")
     return texts

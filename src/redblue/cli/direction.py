@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from redblue.directions import Direction
 
 from redblue.cli._common import load_model, prompt_set, settings, write_json
 from redblue.data import train_val
@@ -207,13 +212,9 @@ def show(
     _show(direction, Console())
 
 
-def _show(direction: object, console: object) -> None:
-    from rich.console import Console
+def _show(direction: Direction, console: Console) -> None:
     from rich.table import Table
 
-    from redblue.directions import Direction
-
-    assert isinstance(direction, Direction) and isinstance(console, Console)
     prov = direction.provenance
     console.print(
         f"direction: layer [bold]{direction.layer}[/], position [bold]{direction.position}[/] "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redblue.data.prompts import Prompt, PromptSet, describe, train_val
+from redblue.data.prompts import Prompt, PromptSet, describe, instructions_of, train_val
 from redblue.data.sources import SUPPORTED_FORMATS, detect_format, load_prompts
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "PromptSet",
     "describe",
     "detect_format",
+    "instructions_of",
     "load_prompts",
     "train_val",
 ]

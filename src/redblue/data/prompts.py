@@ -376,3 +376,8 @@ def train_val(
         n_val = max(1, min(n_val, n // 4))
     val, train = prompts.split((n_val / n, (n - n_val) / n), seed=seed)
     return train.sample(min(n_train, len(train)), seed=seed), val
+
+
+def instructions_of(prompts: PromptSet | Sequence[str]) -> list[str]:
+    """The instruction texts of a :class:`PromptSet` or a plain list of strings."""
+    return [p if isinstance(p, str) else p.instruction for p in prompts]

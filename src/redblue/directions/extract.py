@@ -14,6 +14,7 @@ from redblue.activations import (
     collect_means,
     model_fingerprint,
 )
+from redblue.data.prompts import instructions_of
 from redblue.directions.aggregators import AGGREGATORS, Aggregator
 from redblue.directions.direction import Direction, Provenance
 from redblue.errors import ConfigError
@@ -48,10 +49,6 @@ class ExtractConfig:
     progress: bool = True
 
 
-def _texts(prompts: PromptSet | Sequence[str]) -> list[str]:
-    return [p if isinstance(p, str) else p.instruction for p in prompts]
-
-
 def _aggregator(config: ExtractConfig, aggregator: Aggregator | None) -> Aggregator:
     if aggregator is not None:
         return aggregator
@@ -84,7 +81,7 @@ def extract_direction(
 
     config = config or ExtractConfig()
     agg = _aggregator(config, aggregator)
-    harmful_texts, harmless_texts = _texts(harmful), _texts(harmless)
+    harmful_texts, harmless_texts = instructions_of(harmful), instructions_of(harmless)
 
     def means(texts: list[str], desc: str) -> ActivationMeans:
         return collect_means(

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from redblue.data.prompts import instructions_of
 from redblue.errors import RedblueError
 from redblue.models import GenerationSettings, encode_batch, generate
 
@@ -66,10 +67,6 @@ def is_refusal(text: str, phrases: Sequence[str] = REFUSAL_PHRASES) -> bool:
     return any(p.casefold() in head for p in phrases)
 
 
-def _texts(prompts: PromptSet | Sequence[str]) -> list[str]:
-    return [p if isinstance(p, str) else p.instruction for p in prompts]
-
-
 def last_logits(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -81,7 +78,7 @@ def last_logits(
     """Logits at the last prompt position (the first answer token): ``[n, vocab]`` float32, CPU."""
     import torch
 
-    texts = _texts(prompts)
+    texts = instructions_of(prompts)
     rows = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
@@ -99,6 +96,15 @@ def refusal_log_odds(logits: torch.Tensor, refusal_tokens: Sequence[int]) -> tor
     log_p = torch.logsumexp(logp[:, list(refusal_tokens)], dim=-1)
     log_not = torch.log1p(-log_p.exp().clamp(max=1 - 1e-12))
     return (log_p - log_not).float()
+
+
+def kl_divergence(base: torch.Tensor, other: torch.Tensor) -> float:
+    """Mean ``KL(softmax(base) || softmax(other))`` over rows of logits, in nats."""
+    import torch
+
+    p = torch.log_softmax(base.double(), -1)
+    q = torch.log_softmax(other.double(), -1)
+    return float((p.exp() * (p - q)).sum(-1).mean())
 
 
 def refusal_score(
@@ -154,7 +160,7 @@ def find_refusal_tokens(
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens, batch_size=batch_size, system=system
     )
-    harmful_texts, harmless_texts = _texts(harmful), _texts(harmless)
+    harmful_texts, harmless_texts = instructions_of(harmful), instructions_of(harmless)
     answers = generate(model, tokenizer, harmful_texts, settings, progress=progress)
     # Greedy answers open with the argmax token at the last prompt position.
     firsts = last_logits(model, tokenizer, harmful_texts, system=system, batch_size=batch_size)

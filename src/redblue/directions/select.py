@@ -30,6 +30,7 @@ from redblue.directions.direction import Direction
 from redblue.directions.score import (
     RefusalTokens,
     find_refusal_tokens,
+    kl_divergence,
     last_logits,
     refusal_log_odds,
 )
@@ -182,15 +183,6 @@ class Selection:
         return path
 
 
-def _kl(base: torch.Tensor, other: torch.Tensor) -> float:
-    """Mean KL(base || other) over rows of logits."""
-    import torch
-
-    p = torch.log_softmax(base.double(), -1)
-    q = torch.log_softmax(other.double(), -1)
-    return float((p.exp() * (p - q)).sum(-1).mean())
-
-
 def _relaxation(c: Candidate, n_layers: int) -> list[str]:
     """The option values under which ``c`` would pass every filter."""
     out = []
@@ -287,7 +279,7 @@ def select_direction(
                 continue
             with ablate(model, unit):
                 bypass = float(refusal_log_odds(logits(harmful), ids).mean())
-                kl = _kl(base_harmless_logits, logits(harmless))
+                kl = kl_divergence(base_harmless_logits, logits(harmless))
             with add(model, unit * scale, layer=layer, alpha=config.alpha):
                 induce = float(refusal_log_odds(logits(harmless), ids).mean())
             filtered = []
