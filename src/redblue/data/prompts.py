@@ -245,6 +245,11 @@ class PromptSet:
         wanted = {categories} if isinstance(categories, str) else set(categories)
         return self._with(tuple(p for p in self.prompts if p.category in wanted))
 
+    def without_ids(self, ids: Iterable[str]) -> PromptSet:
+        """The prompts whose id is not in ``ids`` (what is left to do after a resumed run)."""
+        drop = set(ids)
+        return self._with(tuple(p for p in self.prompts if p.id not in drop))
+
     def concat(self, other: PromptSet) -> PromptSet:
         """This set followed by ``other``; name and roles kept where they agree."""
         sources = [s for s in dict.fromkeys((self.source, other.source)) if s]

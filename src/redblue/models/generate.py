@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from redblue.errors import ModelError
-from redblue.models.chat import encode_batch, pad_token_id
+from redblue.models.chat import encode_batch, encode_chat, left_pad, pad_token_id
 from redblue.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -63,11 +63,22 @@ def _generate_batch(
     tokenizer: PreTrainedTokenizerBase,
     instructions: Sequence[str],
     settings: GenerationSettings,
+    prefills: Sequence[str] | None = None,
 ) -> list[Completion]:
     import torch
 
-    batch = encode_batch(tokenizer, instructions, system=settings.system, prefill=settings.prefill)
-    batch = batch.to(model.device)
+    if prefills is None:
+        batch = encode_batch(
+            tokenizer, instructions, system=settings.system, prefill=settings.prefill
+        )
+        input_ids, attention_mask = batch.input_ids, batch.attention_mask
+    else:  # one answer start per row: left padding keeps every row's end in the last column
+        rows = [
+            encode_chat(tokenizer, text, system=settings.system, prefill=prefill).input_ids
+            for text, prefill in zip(instructions, prefills, strict=True)
+        ]
+        input_ids, attention_mask, _ = left_pad(rows, pad_token_id(tokenizer))
+    input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
     kwargs: dict[str, Any] = {
         "max_new_tokens": settings.max_new_tokens,
         "pad_token_id": pad_token_id(tokenizer),
@@ -81,9 +92,9 @@ def _generate_batch(
         kwargs.update(stop_strings=list(settings.stop), tokenizer=tokenizer)
     with torch.no_grad():
         output = model.generate(  # type: ignore[operator]
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs
+            input_ids=input_ids, attention_mask=attention_mask, **kwargs
         )
-    new_tokens = output[:, batch.input_ids.shape[1] :].tolist()
+    new_tokens = output[:, input_ids.shape[1] :].tolist()
     eos_ids = model.generation_config.eos_token_id
     eos = set(eos_ids if isinstance(eos_ids, list) else [eos_ids] if eos_ids is not None else [])
     if tokenizer.eos_token_id is not None:
@@ -107,9 +118,13 @@ def generate(
     instructions: Sequence[str],
     settings: GenerationSettings | None = None,
     *,
+    prefills: Sequence[str] | None = None,
     progress: bool = True,
 ) -> list[Completion]:
     """Answer each instruction as a chat turn, in batches.
+
+    ``prefills`` gives each answer its own forced start (overriding ``settings.prefill``);
+    like the settings' prefill, it is not part of ``Completion.text``.
 
     On out-of-memory the batch size halves and the batch is retried; at batch
     size 1 the error is raised. Sampling is reproducible for a seed and leaves
@@ -119,6 +134,8 @@ def generate(
 
     settings = settings or GenerationSettings()
     instructions = list(instructions)
+    if prefills is not None and len(prefills) != len(instructions):
+        raise ValueError(f"{len(prefills)} prefills for {len(instructions)} instructions")
     results: list[Completion] = []
     batch_size = settings.batch_size
     devices = [model.device.index or 0] if model.device.type == "cuda" else []
@@ -131,7 +148,8 @@ def generate(
         while start < len(instructions):
             chunk = instructions[start : start + batch_size]
             try:
-                results += _generate_batch(model, tokenizer, chunk, settings)
+                rows = None if prefills is None else prefills[start : start + batch_size]
+                results += _generate_batch(model, tokenizer, chunk, settings, rows)
             except (RuntimeError, MemoryError) as e:
                 if not _is_oom(e):
                     raise
