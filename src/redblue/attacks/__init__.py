@@ -5,7 +5,7 @@ config; :func:`~redblue.attacks.base.run_attack` runs one on a prompt set,
 judges each answer and saves the records (resumable).
 """
 
-from redblue.attacks import baseline, prefill  # noqa: F401  (register the attacks)
+from redblue.attacks import ablation, baseline, prefill, templates  # noqa: F401  (register)
 from redblue.attacks.base import (
     ATTACKS,
     Attack,

@@ -68,9 +68,9 @@ class AttackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = 0
-    max_new_tokens: int = Field(64, ge=1, description="Length of each judged answer.")
-    batch_size: int = Field(16, ge=1, description="Prompts generated together.")
-    system: str | None = Field(None, description="System prompt for every chat.")
+    max_new_tokens: int = Field(default=64, ge=1, description="Length of each judged answer.")
+    batch_size: int = Field(default=16, ge=1, description="Prompts generated together.")
+    system: str | None = Field(default=None, description="System prompt for every chat.")
 
 
 @dataclass(frozen=True)
@@ -304,7 +304,9 @@ def _read_mapping(path: Path) -> dict[str, Any]:
             raise
         line = getattr(e, "lineno", None) or getattr(getattr(e, "problem_mark", None), "line", None)
         raise ConfigError(
-            f"cannot parse: {e}", where=f"{path}:{line}" if line else str(path), fix="fix the syntax"
+            f"cannot parse: {e}",
+            where=f"{path}:{line}" if line else str(path),
+            fix="fix the syntax",
         ) from None
     except Exception as e:  # yaml.YAMLError is not a ValueError
         mark = getattr(e, "problem_mark", None)
@@ -350,7 +352,9 @@ def _read_records(path: Path) -> list[AttackRecord]:
             if i == len(lines) - 1:
                 break
             raise ConfigError(
-                "records file is corrupt", where=f"{path}:{i + 1}", fix="delete the folder or use another --out"
+                "records file is corrupt",
+                where=f"{path}:{i + 1}",
+                fix="delete the folder or use another --out",
             ) from None
     return records
 
@@ -409,7 +413,9 @@ def run_attack(
     from redblue.cli._common import write_json  # atomic JSON writer
 
     if len(prompts) == 0:
-        raise ConfigError("no prompts to attack", where="prompts", fix="pass a non-empty prompt set")
+        raise ConfigError(
+            "no prompts to attack", where="prompts", fix="pass a non-empty prompt set"
+        )
     if len(set(prompts.ids)) != len(prompts):
         prompts = prompts.with_unique_ids()
     target = Target(model, tokenizer, progress)

@@ -25,14 +25,15 @@ from redblue.data import Prompt, PromptSet
 
 class PrefillConfig(AttackConfig):
     ks: tuple[int, ...] = Field(
-        (1, 2, 3, 5, 10), description="Numbers of compliant tokens to pre-fill, swept."
+        default=(1, 2, 3, 5, 10), description="Numbers of compliant tokens to pre-fill, swept."
     )
     opening: str = Field(
-        "Sure, here is",
+        default="Sure, here is",
         description="Compliant answer start for prompts without a target of their own.",
     )
     use_targets: bool = Field(
-        True, description="Pre-fill from each prompt's target (AdvBench-style) where it has one."
+        default=True,
+        description="Pre-fill from each prompt's target (AdvBench-style) where it has one.",
     )
 
     @field_validator("ks")

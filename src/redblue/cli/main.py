@@ -90,13 +90,14 @@ def main_options(
 
 
 def _register() -> None:
-    from redblue.cli import data, demo, direction, models, organism, steer
+    from redblue.cli import attack, data, demo, direction, models, organism, steer
 
     app.add_typer(models.app, name="models")
     app.add_typer(data.app, name="data")
     app.add_typer(organism.app, name="organism")
     app.add_typer(direction.app, name="direction")
     app.add_typer(steer.app, name="steer")
+    app.add_typer(attack.app, name="attack")
     app.command(name="orthogonalize")(steer.orthogonalize)
     app.command(name="demo")(demo.demo)
 

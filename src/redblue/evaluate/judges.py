@@ -88,4 +88,6 @@ def make_judge(name: str, model: PreTrainedModel | None = None) -> Judge:
         return OrganismJudge(on_topic=True)
     if name == "refusal-phrase":
         return RefusalPhraseJudge()
-    raise ConfigError(f"unknown judge {name!r}", where="judge", fix=f"use one of {', '.join(JUDGES)}")
+    raise ConfigError(
+        f"unknown judge {name!r}", where="judge", fix=f"use one of {', '.join(JUDGES)}"
+    )

@@ -7,6 +7,7 @@ and quick checks (same shapes of request, opposite intent). Not a benchmark.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 from redblue.data.prompts import PromptSet
 from redblue.errors import DataError
@@ -24,3 +25,18 @@ def builtin(name: str) -> PromptSet:
 
     with resources.as_file(resources.files(__name__) / f"{name}.jsonl") as path:
         return load_prompts(path, name=name)
+
+
+def default_prompts(kind: str, model_folder: str | Path | None = None) -> PromptSet:
+    """The default ``kind`` (harmful/harmless) training prompts for a model.
+
+    A model folder with ``splits/KIND_train.jsonl`` (an organism) brings its own;
+    anything else gets the built-in ``demo_KIND`` set.
+    """
+    if kind not in ("harmful", "harmless"):
+        raise ValueError(f"kind must be harmful or harmless, got {kind!r}")
+    if model_folder:
+        split = Path(model_folder) / "splits" / f"{kind}_train.jsonl"
+        if split.is_file():
+            return PromptSet.from_jsonl(split)
+    return builtin(f"demo_{kind}")
