@@ -10,6 +10,10 @@
 * :func:`orthogonalize` makes :func:`ablate` permanent by editing the same
   writers' weights (and biases); the logits match run-time ablation to float
   rounding, and :func:`redblue.models.export` writes a folder any HF loader reads.
+* :func:`ablate_writers` and :func:`orthogonalize_writers` do the same per writer,
+  each with its own vector and weight (the abliteration search's profiles); the
+  weight edit returns a :class:`WeightEdit` handle that restores the original
+  tensors bit for bit.
 
 ``ablate`` and ``add`` are context managers with handle twins (``h = ablate(m,
 d); ...; h.remove()``); their hooks are removed on exit, errors included, and
@@ -24,7 +28,8 @@ Families whose sublayer outputs pass through a norm before joining the stream
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from redblue.directions.direction import Direction
@@ -191,3 +196,156 @@ def orthogonalize(
                 b = bias.detach().to(torch.float64)
                 bias.copy_((b - (b @ a) * a).to(bias.dtype))
     return model
+
+
+# -- weighted, per-writer edits (the abliteration search) ------------------------------------
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Remove ``weight`` times the component along ``vector`` from one writer's output.
+
+    ``vector`` is ``[d_model]`` (normalised on use). ``weight=1`` removes the component
+    (as :func:`ablate`), ``0`` does nothing, above 1 overshoots to the opposite side.
+    """
+
+    vector: torch.Tensor
+    weight: float = 1.0
+
+
+#: Writer name (:attr:`redblue.models.adapter.Writer.name`: ``"embed"``, ``"pos_embed"``,
+#: ``"attn_out.3"``, ``"mlp_out.3"``) to the projection applied to its output.
+WriterEdits = Mapping[str, Projection]
+
+
+def _edited_writers(
+    model: nn.Module, edits: WriterEdits
+) -> list[tuple[Writer, torch.Tensor, float]]:
+    """``(writer, basis, weight)`` for every writer named in ``edits`` with a non-zero weight."""
+    adapter = adapt(model)
+    writers = {w.name: w for w in adapter.writers()}
+    unknown = sorted(set(edits) - set(writers))
+    if unknown:
+        raise ValueError(
+            f"no writer named {', '.join(unknown)}; this model has {', '.join(writers)}"
+        )
+    out = []
+    for name, projection in edits.items():
+        if projection.weight == 0:
+            continue
+        writer = writers[name]
+        r = _unit(projection.vector).to(adapter.device)
+        out.append((writer, writer_basis(writer, r, adapter.d_model), float(projection.weight)))
+    return out
+
+
+def _project_out_weighted(basis: torch.Tensor, weight: float) -> Any:
+    """A forward hook removing ``weight`` times the ``basis`` component of a module's output."""
+
+    def hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        b = basis if basis.dtype == output.dtype else basis.to(output.dtype)
+        return output.addcmul_((output @ b).unsqueeze(-1), b, value=-weight)
+
+    return hook
+
+
+def ablate_writers(model: nn.Module, edits: WriterEdits) -> Hooks:
+    """Run-time twin of :func:`orthogonalize_writers`: hook each named writer so its output
+    loses ``weight`` times its component along the projection's vector. The weights are
+    never touched, so removing the hooks restores the model exactly."""
+    hooks = Hooks()
+    try:
+        for writer, basis, weight in _edited_writers(model, edits):
+            dtype = next(writer.module.parameters()).dtype
+            hooks.add(
+                writer.module.register_forward_hook(_project_out_weighted(basis.to(dtype), weight))
+            )
+    except BaseException:
+        hooks.remove()
+        raise
+    return hooks
+
+
+class WeightEdit:
+    """Handle of an in-place weight edit: :meth:`restore` copies the original tensors back,
+    bit for bit, and re-ties an embedding that the edit untied. Also a context manager."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model = model
+        self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._tie: tuple[Any, bool] | None = None
+
+    def _save(self, tensor: torch.Tensor) -> None:
+        self._saved.append((tensor, tensor.detach().clone()))
+
+    def _untie(self) -> None:
+        adapter = adapt(self._model)
+        if not adapter.tied_embeddings():
+            return
+        config: Any = self._model.config
+        self._tie = (adapter.unembed.weight, bool(config.tie_word_embeddings))
+        adapter.untie_embeddings()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._saved) or self._tie is not None
+
+    def restore(self) -> None:
+        """Put the original weights back (idempotent)."""
+        import torch
+
+        with torch.no_grad():
+            while self._saved:
+                tensor, original = self._saved.pop()
+                tensor.copy_(original)
+        if self._tie is not None:
+            shared, flag = self._tie
+            adapt(self._model).unembed.weight = shared
+            config: Any = self._model.config
+            config.tie_word_embeddings = flag
+            text_config = getattr(config, "get_text_config", lambda: config)()
+            text_config.tie_word_embeddings = flag
+            self._tie = None
+
+    def __enter__(self) -> WeightEdit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+
+def orthogonalize_writers(model: nn.Module, edits: WriterEdits) -> WeightEdit:
+    """Edit the named writers' weights (and biases) in place so that each output loses
+    ``weight`` times its component along the projection's vector: ``W <- W - w a a^T W``.
+
+    With weight 1 on every writer this is :func:`orthogonalize`, bit for bit. Returns a
+    :class:`WeightEdit` that keeps the original tensors: ``with orthogonalize_writers(m, e):``
+    edits for the block only; drop the handle to keep the edit.
+    """
+    import torch
+
+    edit = WeightEdit(model)
+    planned = _edited_writers(model, edits)
+    try:
+        if any(writer.name == "embed" for writer, _, _ in planned):
+            edit._untie()
+        with torch.no_grad():
+            for writer, a, scale in planned:
+                weight = writer.module.weight
+                assert isinstance(weight, torch.Tensor)
+                w = weight.detach().to(torch.float64)
+                if writer.layer is None or writer.conv1d:  # outputs are rows: w [*, d_model]
+                    new = w - scale * torch.outer(w @ a, a)
+                else:  # y = W x, W [d_model, d_in]
+                    new = w - scale * torch.outer(a, a @ w)
+                edit._save(weight)
+                weight.copy_(new.to(weight.dtype))
+                bias = getattr(writer.module, "bias", None)
+                if bias is not None:
+                    b = bias.detach().to(torch.float64)
+                    edit._save(bias)
+                    bias.copy_((b - scale * (b @ a) * a).to(bias.dtype))
+    except BaseException:
+        edit.restore()
+        raise
+    return edit
