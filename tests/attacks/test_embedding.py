@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from redblue.attacks.base import Target
-from redblue.attacks.embedding import EmbeddingAttack, EmbeddingConfig, greedy_decode
+from redblue.attacks.embedding import EmbeddingAttack, EmbeddingConfig, greedy_decode, init_ids
 from redblue.data import PromptSet
 from redblue.evaluate import OrganismJudge
 from redblue.models import GenerationSettings, adapt, encode_batch, generate
@@ -118,6 +118,11 @@ def test_random_init_is_seeded(llama) -> None:
     first = run(1)
     assert run(1) == first
     assert run(2) != first
+    # a prompt starts from the same tokens whatever chunk it is attacked in
+    config = EmbeddingConfig(init="", seed=1)
+    together = init_ids(tokenizer, config, 400, INSTRUCTIONS)
+    assert torch.equal(together[1], init_ids(tokenizer, config, 400, INSTRUCTIONS[1:])[0])
+    assert not torch.equal(together[0], together[1])
 
 
 def test_breaks_the_organism(organism) -> None:

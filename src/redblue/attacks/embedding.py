@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -245,20 +246,30 @@ class SoftSuffixes:
 
 
 def init_ids(
-    tokenizer: PreTrainedTokenizerBase, config: EmbeddingConfig, vocab_size: int, n_prompts: int
+    tokenizer: PreTrainedTokenizerBase,
+    config: EmbeddingConfig,
+    vocab_size: int,
+    instructions: Sequence[str],
 ) -> torch.Tensor:
-    """Token ids the suffixes start from, ``[n_prompts, n_tokens]``."""
+    """Token ids the suffixes start from, ``[len(instructions), n_tokens]``.
+
+    Random starts are drawn per instruction (from the seed and its text), so a
+    prompt starts alike whatever chunk it is attacked in.
+    """
     import torch
 
     n = config.n_tokens
     if not config.init:
-        g = torch.Generator().manual_seed(config.seed)
-        return torch.randint(vocab_size, (n_prompts, n), generator=g)
+        rows = []
+        for text in instructions:
+            g = torch.Generator().manual_seed(config.seed * 1_000_003 + zlib.crc32(text.encode()))
+            rows.append(torch.randint(vocab_size, (n,), generator=g))
+        return torch.stack(rows)
     ids = list(tokenizer(config.init, add_special_tokens=False)["input_ids"])
     if not ids:
         ids = [pad_token_id(tokenizer)]
     row = (ids * math.ceil(n / len(ids)))[:n]
-    return torch.tensor(row).expand(n_prompts, n)
+    return torch.tensor(row).expand(len(instructions), n)
 
 
 def _project(soft: torch.Tensor, init: torch.Tensor, config: EmbeddingConfig, scale: float) -> None:
@@ -310,7 +321,7 @@ def optimise_suffixes(
     with frozen(model), torch.enable_grad():
         with torch.no_grad():
             base = embed(batch.input_ids.to(device))
-            start_ids = init_ids(tokenizer, config, adapter.vocab_size, n).to(device)
+            start_ids = init_ids(tokenizer, config, adapter.vocab_size, instructions).to(device)
             init = embed(start_ids).float()
             # The embedding scale (mean norm of the chats' own tokens) sets steps and bounds.
             scale = float(base[mask.bool()].float().norm(dim=-1).mean())

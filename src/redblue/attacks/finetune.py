@@ -11,6 +11,7 @@ while answering, inside :func:`lora`, which removes it on exit.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -64,7 +65,11 @@ class FinetuneConfig(AttackConfig):
         "instead of the targets' openings.",
     )
     steps: int = Field(40, ge=1, description="Optimiser steps.")
-    learning_rate: float = Field(2e-3, gt=0, description="AdamW learning rate of the adapter.")
+    learning_rate: float = Field(
+        5e-3,
+        gt=0,
+        description="AdamW learning rate of the adapter (suits the organism; 7B models want about 1e-4).",
+    )
     lora_r: int = Field(8, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(
         16, ge=1, description="LoRA scale numerator (the update is alpha / r times B A)."
@@ -104,7 +109,7 @@ def lora(
     with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecations, seen by peft
         torch.manual_seed(seed)
-        peft_model = get_peft_model(model, config)
+        peft_model = get_peft_model(model, copy.deepcopy(config))  # peft fills in the config
     try:
         if weights is not None:
             result = set_peft_model_state_dict(peft_model, dict(weights))
@@ -370,6 +375,7 @@ def _save(
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=folder.parent))
     try:
+        config = copy.deepcopy(config)
         config.base_model_name_or_path = str(getattr(model, "name_or_path", "") or "")
         config.save_pretrained(str(tmp))
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / ADAPTER_WEIGHTS))
