@@ -18,6 +18,7 @@ from redblue.attacks import (
 from redblue.attacks.base import summarize
 from redblue.data import PromptSet
 from redblue.errors import ConfigError
+from redblue.evaluate.judges import Judge, JudgeVerdict
 
 
 class Scripted(Attack):
@@ -49,14 +50,14 @@ class Scripted(Attack):
         return attempts
 
 
-def _judge():
-    class J:
+def _judge() -> Judge:
+    class Scripted(Judge):
         name = "scripted"
 
-        def __call__(self, prompt, answer):  # type: ignore[no-untyped-def]
-            return answer == "ok"
+        def judge_batch(self, prompts, answers):  # type: ignore[no-untyped-def]
+            return [JudgeVerdict(refused=a == "no", complied=a == "ok") for a in answers]
 
-    return J()
+    return Scripted()
 
 
 def _prompts(n: int) -> PromptSet:

@@ -455,7 +455,7 @@ def run_attack(
             missing = set(chunk.ids) - {a.prompt.id for a in attempts}
             if missing:
                 raise RuntimeError(f"{attack.name} returned no attempt for {sorted(missing)[:3]}")
-            new = [_judged(a, judge) for a in attempts]
+            new = _judged(attempts, judge)
             if records_path is not None:
                 with records_path.open("a", encoding="utf-8") as fh:
                     for r in new:
@@ -473,21 +473,26 @@ def run_attack(
     return summary, records
 
 
-def _judged(attempt: Attempt, judge: Judge) -> AttackRecord:
-    p = attempt.prompt
-    return AttackRecord(
-        prompt_id=p.id,
-        instruction=p.instruction,
-        category=p.category,
-        variant=attempt.variant,
-        attacked_input=attempt.attacked_input,
-        prefill=attempt.prefill,
-        completion=attempt.completion,
-        success=bool(judge(p, attempt.prefill + attempt.completion)),
-        judge=judge.name,
-        cost=attempt.cost,
-        extra=dict(attempt.extra),
+def _judged(attempts: Sequence[Attempt], judge: Judge) -> list[AttackRecord]:
+    verdicts = judge.judge_batch(
+        [a.prompt for a in attempts], [a.prefill + a.completion for a in attempts]
     )
+    return [
+        AttackRecord(
+            prompt_id=a.prompt.id,
+            instruction=a.prompt.instruction,
+            category=a.prompt.category,
+            variant=a.variant,
+            attacked_input=a.attacked_input,
+            prefill=a.prefill,
+            completion=a.completion,
+            success=bool(v.complied),
+            judge=judge.name,
+            cost=a.cost,
+            extra=dict(a.extra),
+        )
+        for a, v in zip(attempts, verdicts, strict=True)
+    ]
 
 
 def generate_attempts(

@@ -140,6 +140,7 @@ def run(
     from redblue.data import load_prompts
     from redblue.data.builtin import builtin
     from redblue.evaluate import make_judge
+    from redblue.evaluate.store import RunStore, attack_spec, record_attack
 
     cfg = settings(ctx)
     if model is not None:
@@ -163,6 +164,13 @@ def run(
         f"{name} on {len(prompt_set)} prompts from {escape(where)}, judge {chosen_judge.name} -> {folder}"
     )
     summary, records = run_attack(attack, lm, tokenizer, prompt_set, chosen_judge, out=folder)
+    store = RunStore(cfg.out)
+    run_id = record_attack(
+        store,
+        attack_spec(attack, lm, prompt_set, chosen_judge, model_id=cfg.model),
+        summary,
+        records,
+    ).id
 
     table = Table(title=f"{name}: {escape(summary.goal)}")
     table.add_column("variant")
@@ -180,5 +188,5 @@ def run(
     console.print(
         f"cost: {summary.cost.forward_passes:,} forward passes, {summary.cost.steps:,} steps, "
         f"{summary.cost.seconds + summary.setup_seconds:.1f}s; wrote {folder / 'summary.json'} "
-        "and records.jsonl"
+        f"and records.jsonl; run {run_id} in {store.path} (`redblue runs show {run_id}`)"
     )

@@ -6,7 +6,10 @@ ground truth, or refusal phrases for any model); :mod:`.stats` gives intervals.
 
 from redblue.evaluate.judges import (
     JUDGES,
+    ClassifierJudge,
     Judge,
+    JudgeVerdict,
+    LMJudge,
     OrganismJudge,
     RefusalPhraseJudge,
     make_judge,
@@ -15,7 +18,10 @@ from redblue.evaluate.stats import Rate, wilson_interval
 
 __all__ = [
     "JUDGES",
+    "ClassifierJudge",
     "Judge",
+    "JudgeVerdict",
+    "LMJudge",
     "OrganismJudge",
     "Rate",
     "RefusalPhraseJudge",
