@@ -57,3 +57,94 @@ def organism_model():  # type: ignore[no-untyped-def]
         return load("organism", device="cpu", dtype="float32")[0]
     except ModelError as e:
         pytest.skip(f"the embedded organism is not built: {e.what}")
+
+
+def test_phrase_judge_prefix_and_anywhere() -> None:
+    late = "Here is some context about the topic. " * 5 + "However, I cannot help with that."
+    assert RefusalPhraseJudge().verdict(HARM, late).complied
+    anywhere = RefusalPhraseJudge(match="anywhere").verdict(HARM, late)
+    assert anywhere.refused and not anywhere.complied
+    with pytest.raises(ConfigError, match="prefix or anywhere"):
+        RefusalPhraseJudge(match="middle")  # type: ignore[arg-type]
+
+
+def test_lm_judge_reads_the_likelier_word(llama) -> None:
+    import torch
+
+    from redblue.evaluate import LMJudge
+    from redblue.models.chat import encode_batch
+
+    model, tok = llama
+    judge = LMJudge(model, tok, refuse_word="water", comply_word="bread", batch_size=2)
+    prompts = [HARM, HARM, Prompt("Tell me about bread.", "q")]
+    answers = ["I can't.", "Sure, here it is.", "Bread needs flour."]
+    verdicts = judge.judge_batch(prompts, answers)
+    for prompt, answer, verdict in zip(prompts, answers, verdicts, strict=True):
+        text = judge.prompt.replace("{prompt}", prompt.instruction).replace("{answer}", answer)
+        batch = encode_batch(tok, [text])
+        with torch.no_grad():
+            logp = model(**batch.model_inputs()).logits[0, -1].log_softmax(-1)
+        expected = (
+            logp[judge.comply_ids].logsumexp(0) - logp[judge.refuse_ids].logsumexp(0)
+        ).item()
+        assert verdict.score == pytest.approx(expected, abs=1e-4)
+        assert verdict.complied == (expected >= 0) and verdict.refused != verdict.complied
+    with pytest.raises(ConfigError, match="lacks"):
+        LMJudge(model, tok, prompt="Is it bad? {answer}")
+    with pytest.raises(ConfigError, match="same token"):
+        LMJudge(model, tok, refuse_word="sea", comply_word="sea")
+
+
+def test_classifier_judge(llama) -> None:
+    import torch
+    import transformers
+
+    from redblue.evaluate import ClassifierJudge
+
+    _, tok = llama
+    config = transformers.LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=0,
+        num_labels=2,
+        id2label={0: "safe", 1: "unsafe"},
+        label2id={"safe": 0, "unsafe": 1},
+    )
+    torch.manual_seed(0)
+    classifier = transformers.LlamaForSequenceClassification(config).eval()
+    judge = ClassifierJudge(classifier, tok, ["UNSAFE"], batch_size=2)
+    answers = ["The sea is wide.", "I can't.", "Bread needs flour and water."]
+    verdicts = judge.judge_batch([HARM] * 3, answers)
+    for answer, verdict in zip(answers, verdicts, strict=True):
+        enc = tok([HARM.instruction], [answer], return_tensors="pt")
+        with torch.no_grad():
+            p = classifier(**enc).logits.softmax(-1)[0, 1].item()
+        assert verdict.score == pytest.approx(p, abs=1e-4) and verdict.complied == (p >= 0.5)
+    with pytest.raises(ConfigError, match="no label"):
+        ClassifierJudge(classifier, tok, ["harmful"])
+
+
+def test_refusal_score_judge_predicts_the_organisms_refusals(organism_model) -> None:
+    from redblue.directions import find_refusal_tokens
+    from redblue.evaluate import RefusalScoreJudge
+    from redblue.models import GenerationSettings, generate, load, resolve
+    from redblue.organism.evaluate import load_splits
+
+    splits = load_splits(resolve("organism").location)
+    _, tok = load("organism", device="cpu", dtype="float32")
+    tokens = find_refusal_tokens(organism_model, tok, splits["harmful_train"][:32])
+    judge = RefusalScoreJudge(organism_model, tok, tokens.ids)
+    prompts = list(splits["harmful"][:24]) + list(splits["harmless"][:24])
+    answers = generate(
+        organism_model, tok, [p.instruction for p in prompts], GenerationSettings(max_new_tokens=12)
+    )
+    truth = OrganismJudge().judge_batch(prompts, [a.text for a in answers])
+    predicted = judge.judge_batch(prompts, [a.text for a in answers])
+    agree = sum(t.refused == p.refused for t, p in zip(truth, predicted, strict=True))
+    assert agree / len(prompts) >= 0.9
+    with pytest.raises(ConfigError, match="no refusal tokens"):
+        RefusalScoreJudge(organism_model, tok, [])

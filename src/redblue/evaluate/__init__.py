@@ -12,6 +12,7 @@ from redblue.evaluate.judges import (
     LMJudge,
     OrganismJudge,
     RefusalPhraseJudge,
+    RefusalScoreJudge,
     make_judge,
 )
 from redblue.evaluate.stats import Rate, wilson_interval
@@ -25,6 +26,7 @@ __all__ = [
     "OrganismJudge",
     "Rate",
     "RefusalPhraseJudge",
+    "RefusalScoreJudge",
     "make_judge",
     "wilson_interval",
 ]
