@@ -48,6 +48,17 @@ if TYPE_CHECKING:
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 TRAINING_RECORD = "training.json"
+#: Settings that shape the adapter (the data's are in its hash).
+TRAINING_FIELDS = (
+    "seed",
+    "system",
+    "steps",
+    "learning_rate",
+    "lora_r",
+    "lora_alpha",
+    "target_modules",
+    "batch_size",
+)
 
 
 class FinetuneConfig(AttackConfig):
@@ -301,21 +312,12 @@ class FinetuneAttack(Attack):
         from redblue.activations import model_fingerprint
 
         data = hashlib.sha256(json.dumps(list(pairs)).encode()).hexdigest()[:16]
-        keys = (
-            "seed",
-            "system",
-            "steps",
-            "learning_rate",
-            "lora_r",
-            "lora_alpha",
-            "target_modules",
-        )
         settings = self.config.model_dump(mode="json")
         return {
             "model_fingerprint": model_fingerprint(target.model),
             "data_hash": data,
             "n_examples": len(pairs),
-            "settings": {k: settings[k] for k in keys} | {"batch_size": self.config.batch_size},
+            "settings": {k: settings[k] for k in TRAINING_FIELDS},
         }
 
     def setup(self, target: Target, prompts: PromptSet, workdir: Path | None) -> None:
