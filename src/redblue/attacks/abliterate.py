@@ -295,7 +295,7 @@ class AbliterateConfig(AttackConfig):
         description="Prompts of each kind scoring each trial (apart from the direction's).",
     )
     search_max_new_tokens: int = Field(
-        32, ge=1, description="Answer length when counting refusals in a trial."
+        32, ge=1, description="Answer length when judging answers in a trial."
     )
     judge: str = Field(
         "auto", description="Judge counting refusals in trials (see redblue.evaluate.make_judge)."
@@ -452,14 +452,13 @@ def run_search(
         load_if_exists=True,
         sampler=optuna.samplers.RandomSampler(),  # replaced below, once the trial count is known
     )
-    spec = dict(spec or {}) | {"space": {k: list(v) for k, v in space.items()}}
+    # as stored: JSON values (tuples become lists)
+    spec = json.loads(json.dumps(dict(spec or {}) | {"space": space}))
     old = study.user_attrs.get("spec")
     if old is None:
-        study.set_user_attr("spec", json.loads(json.dumps(spec)))
-    elif old != json.loads(json.dumps(spec)):
-        changed = sorted(
-            k for k in set(old) | set(spec) if old.get(k) != json.loads(json.dumps(spec)).get(k)
-        )
+        study.set_user_attr("spec", spec)
+    elif old != spec:
+        changed = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
         raise ConfigError(
             f"{storage} holds a study with a different {', '.join(changed)}",
             where=str(storage),
