@@ -5,7 +5,14 @@ config; :func:`~redblue.attacks.base.run_attack` runs one on a prompt set,
 judges each answer and saves the records (resumable).
 """
 
-from redblue.attacks import ablation, baseline, prefill, templates  # noqa: F401  (register)
+from redblue.attacks import (  # noqa: F401  (register the attacks)
+    ablation,
+    baseline,
+    embedding,
+    finetune,
+    prefill,
+    templates,
+)
 from redblue.attacks.base import (
     ATTACKS,
     Attack,
