@@ -411,6 +411,11 @@ class SuffixObjective:
 # -- the search -----------------------------------------------------------------------------
 
 
+#: Candidates sampled per one scored: spares are there to replace duplicates and
+#: candidates that do not tokenize back, so that a step scores ``search_width`` of them.
+_OVERSAMPLE = 2
+
+
 def _sample(
     ids: torch.Tensor,
     grad: torch.Tensor,
@@ -418,21 +423,31 @@ def _sample(
     config: GCGConfig,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """``[search_width, S]`` candidates: ``n_replace`` random positions each take one of
-    their ``topk`` tokens with the most negative gradient."""
+    """``[search_width * _OVERSAMPLE, S]`` candidates (on the CPU): ``n_replace`` random
+    positions each take one of their ``topk`` tokens with the most negative gradient."""
     import torch
 
     n_pos = ids.shape[0]
     scores = grad.masked_fill(banned.to(grad.device), float("inf"))
     topk = min(config.topk, int((~banned).sum()))
     top = (-scores).topk(topk, dim=1).indices.cpu()  # [S, topk]
-    width, n_replace = config.search_width, min(config.n_replace, n_pos)
+    width, n_replace = config.search_width * _OVERSAMPLE, min(config.n_replace, n_pos)
     positions = torch.rand(width, n_pos, generator=generator).argsort(dim=1)[:, :n_replace]
     choice = torch.randint(0, topk, (width, n_replace), generator=generator)
     tokens = top[positions, choice]  # [width, n_replace]
     candidates = ids.cpu().repeat(width, 1)
     candidates.scatter_(1, positions, tokens)
     return candidates
+
+
+def _first_occurrences(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` ``[N, S]`` without repeats, in their order of first appearance."""
+    import torch
+
+    unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    first = torch.full((len(unique),), len(rows), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(rows)), reduce="amin")
+    return rows[first.sort().values]
 
 
 def run_gcg(
@@ -498,12 +513,14 @@ def run_gcg(
             step += 1
             bar.advance()
             grad = objective.gradient(ids)
-            candidates = torch.unique(_sample(ids, grad, banned, config, generator), dim=0)
-            keep = (candidates != ids.cpu()).any(dim=1)
+            candidates = _first_occurrences(_sample(ids, grad, banned, config, generator))
+            candidates = candidates[(candidates != ids.cpu()).any(dim=1)]
             if config.filter_retokenized:
                 for slot in slots:
-                    keep &= retokenizes(tokenizer, slot.before, candidates, slot.after)
-            candidates = candidates[keep]
+                    candidates = candidates[
+                        retokenizes(tokenizer, slot.before, candidates, slot.after)
+                    ]
+            candidates = candidates[: config.search_width]
             if len(candidates) == 0:
                 losses.append(losses[-1] if losses else initial)
                 continue
