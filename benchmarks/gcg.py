@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from redblue.attacks import get_attack, run_attack
-from redblue.attacks.gcg import GCGAttack, GCGConfig, SuffixObjective, _Slot, run_gcg
+from redblue.attacks.gcg import GCGAttack, GCGConfig, SuffixObjective, SuffixSlot, run_gcg
 from redblue.evaluate import OrganismJudge
 from redblue.models import load, render_chat, resolve
 from redblue.organism.evaluate import load_splits
@@ -142,7 +142,7 @@ def rescore(model: Any, tokenizer: Any, prompt: Any, suffix: str) -> float:
         tokenizer(text, add_special_tokens=False)["input_ids"]
         for text in (head, suffix, tail, prompt.target)
     )
-    slot = _Slot(prompt.instruction, before, after, target)
+    slot = SuffixSlot(prompt.instruction, before, after, target)
     return float(SuffixObjective(model, [slot]).losses(torch.tensor([ids], device=model.device))[0])
 
 

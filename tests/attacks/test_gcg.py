@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -10,10 +12,10 @@ from redblue.attacks.gcg import (
     GCGAttack,
     GCGConfig,
     SuffixObjective,
-    _slot,
     disallowed_tokens,
     retokenizes,
     run_gcg,
+    split_at_suffix,
 )
 from redblue.data import Prompt, PromptSet
 from redblue.evaluate import OrganismJudge, RefusalPhraseJudge
@@ -40,7 +42,7 @@ QUICK = {"search_width": 32, "topk": 16, "suffix_length": 6, "early_stop": False
 
 
 def _slots(tokenizer, pairs=PAIRS, suffix=" x" * 6):
-    built = [_slot(tokenizer, i, t, suffix, None) for i, t in pairs]
+    built = [split_at_suffix(tokenizer, i, t, suffix, None) for i, t in pairs]
     return [s for s, _ in built], torch.tensor(built[0][1])
 
 
@@ -154,7 +156,7 @@ def test_disallowed_tokens(llama) -> None:
     assert not banned[x]
 
 
-def test_universal_suffix_is_shared(llama) -> None:
+def test_universal_suffix_is_shared(llama, tmp_path) -> None:
     model, tokenizer = llama
     prompts = PromptSet(
         [
@@ -165,13 +167,16 @@ def test_universal_suffix_is_shared(llama) -> None:
     config = GCGConfig(num_steps=3, universal=True, n_train=2, max_new_tokens=4, **QUICK)
     attack = GCGAttack(config)
     summary, records = run_attack(
-        attack, model, tokenizer, prompts, RefusalPhraseJudge(), progress=False
+        attack, model, tokenizer, prompts, RefusalPhraseJudge(), out=tmp_path, progress=False
     )
     suffix = summary.extra["universal_suffix"]
     assert summary.extra["n_train"] == 2 and summary.extra["universal_steps"] == 3
     assert len(records) == 3 and suffix
     assert {r.extra["suffix"] for r in records} == {suffix}
     assert all(r.attacked_input == r.instruction + suffix for r in records)
+    # a resumed run reads the suffix back instead of searching again
+    saved = tmp_path / "setup" / "universal.json"
+    assert json.loads(saved.read_text())["suffix"] == suffix
     # it was optimised on the two training prompts together: their summed loss went down
     slots, start = _slots(tokenizer)
     objective = SuffixObjective(model, slots)

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,9 +54,11 @@ __all__ = [
     "GCGConfig",
     "GCGResult",
     "SuffixObjective",
+    "SuffixSlot",
     "disallowed_tokens",
     "retokenizes",
     "run_gcg",
+    "split_at_suffix",
 ]
 
 #: Stands for the suffix while the chat template renders; split on afterwards.
@@ -186,8 +189,8 @@ def retokenizes(
 
 
 @dataclass(frozen=True)
-class _Slot:
-    """One prompt's fixed pieces: the ids before and after the suffix, and the target."""
+class SuffixSlot:
+    """One prompt's fixed pieces: the ids before and after the suffix, and the target's."""
 
     instruction: str
     before: list[int]
@@ -195,13 +198,13 @@ class _Slot:
     target: list[int]
 
 
-def _slot(
+def split_at_suffix(
     tokenizer: PreTrainedTokenizerBase,
     instruction: str,
     target: str,
     suffix: str,
     system: str | None,
-) -> tuple[_Slot, list[int]]:
+) -> tuple[SuffixSlot, list[int]]:
     """Split the rendered prompt ``instruction + suffix`` into ids before, of and after the suffix."""
     from redblue.models import render_chat
 
@@ -234,10 +237,10 @@ def _slot(
             where="gcg config",
             fix="use a non-empty suffix_init and target",
         )
-    return _Slot(instruction, before, after, target_ids), middle
+    return SuffixSlot(instruction, before, after, target_ids), middle
 
 
-def _suffix_text(tokenizer: PreTrainedTokenizerBase, slot: _Slot, ids: Sequence[int]) -> str:
+def _suffix_text(tokenizer: PreTrainedTokenizerBase, slot: SuffixSlot, ids: Sequence[int]) -> str:
     """The user text that the suffix ids stand for after ``slot``'s instruction."""
     head = tokenizer.decode(slot.before, clean_up_tokenization_spaces=False)
     both = tokenizer.decode([*slot.before, *ids], clean_up_tokenization_spaces=False)
@@ -287,7 +290,7 @@ class SuffixObjective:
     def __init__(
         self,
         model: PreTrainedModel,
-        slots: Sequence[_Slot],
+        slots: Sequence[SuffixSlot],
         *,
         batch_size: int = 256,
         prefix_cache: bool = True,
@@ -314,32 +317,28 @@ class SuffixObjective:
                     model(input_ids=ids, use_cache=True).past_key_values for ids in self._before
                 ]
 
-    def _forward(
-        self, k: int, ids: torch.Tensor | None, embeds: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Logits ``[B, T, vocab]`` predicting slot ``k``'s target after the suffix (ids or embeds)."""
+    def _forward(self, k: int, suffix: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, T, vocab]`` predicting slot ``k``'s target after ``suffix``: ids
+        ``[B, S]``, or embeddings ``[B, S, d_model]`` (the gradient pass)."""
         import torch
 
-        batch = (ids if ids is not None else embeds).shape[0]  # type: ignore[union-attr]
+        embedded = suffix.dim() == 3
+        batch = suffix.shape[0]
         tail = torch.cat([self._after[k], self._target[k]], dim=1).expand(batch, -1)
         n_target = self._target[k].shape[1]
         kwargs: dict[str, Any] = {"use_cache": self._caches is not None}
         if self._keep_logits:
             kwargs["logits_to_keep"] = n_target + 1
+        parts = [suffix, tail]
         if self._caches is not None:
             kwargs["past_key_values"] = _expand_cache(self._caches[k], batch)
-            head = None
         else:
-            head = self._before[k].expand(batch, -1)
-        if ids is not None:
-            parts = [ids, tail] if head is None else [head, ids, tail]
-            out = self.model(input_ids=torch.cat(parts, dim=1), **kwargs)
-        else:
-            assert embeds is not None
-            pieces = [embeds, self.embed(tail)]
-            if head is not None:
-                pieces.insert(0, self.embed(head))
+            parts.insert(0, self._before[k].expand(batch, -1))
+        if embedded:
+            pieces = [p if p.dim() == 3 else self.embed(p) for p in parts]
             out = self.model(inputs_embeds=torch.cat(pieces, dim=1), **kwargs)
+        else:
+            out = self.model(input_ids=torch.cat(parts, dim=1), **kwargs)
         return out.logits[:, -n_target - 1 : -1, :]
 
     def _target_loss(self, k: int, logits: torch.Tensor) -> torch.Tensor:
@@ -355,7 +354,7 @@ class SuffixObjective:
         """``[B]`` summed losses of one batch of candidate suffixes ``[B, S]``."""
         total = None
         for k in range(len(self.slots)):
-            loss = self._target_loss(k, self._forward(k, candidates, None))
+            loss = self._target_loss(k, self._forward(k, candidates))
             total = loss if total is None else total + loss
         assert total is not None
         return total
@@ -399,7 +398,7 @@ class SuffixObjective:
         embeds = self.embed(ids[None]).detach().requires_grad_(True)
         total = None
         for k in range(len(self.slots)):
-            loss = self._target_loss(k, self._forward(k, None, embeds)).sum()
+            loss = self._target_loss(k, self._forward(k, embeds)).sum()
             total = loss if total is None else total + loss
         assert total is not None
         (grad,) = torch.autograd.grad(total, embeds)
@@ -457,12 +456,15 @@ def run_gcg(
     config: GCGConfig | None = None,
     *,
     check: Callable[[str], bool] | None = None,
+    banned: torch.Tensor | None = None,
     progress: bool = False,
 ) -> GCGResult:
     """Optimise one suffix for ``pairs`` of ``(instruction, target)`` (the losses add up).
 
     ``check(suffix)`` is called every ``config.check_every`` steps when
     ``config.early_stop`` is set; returning true ends the search (``stop="judge"``).
+    ``banned`` (``[vocab]`` bool) are the tokens the suffix may not use; by default
+    :func:`disallowed_tokens` unless ``config.allow_non_ascii``.
     The model is used as it is (device, dtype, mode); the search is deterministic
     for ``config.seed`` and leaves the global random state untouched.
     """
@@ -475,7 +477,7 @@ def run_gcg(
         raise ConfigError("GCG needs at least one prompt", where="pairs")
     start = time.perf_counter()
     init = config.suffix_init * config.suffix_length
-    built = [_slot(tokenizer, i, t, init, config.system) for i, t in pairs]
+    built = [split_at_suffix(tokenizer, i, t, init, config.system) for i, t in pairs]
     slots = [s for s, _ in built]
     ids = torch.tensor(built[0][1], device=model.device)
     if any(m != built[0][1] for _, m in built):
@@ -487,10 +489,11 @@ def run_gcg(
     objective = SuffixObjective(
         model, slots, batch_size=config.candidate_batch_size, prefix_cache=config.prefix_cache
     )
-    vocab_size = adapt(model).vocab_size
-    banned = torch.zeros(vocab_size, dtype=torch.bool)
-    if not config.allow_non_ascii:
-        banned = disallowed_tokens(tokenizer, vocab_size)
+    if banned is None:
+        vocab_size = adapt(model).vocab_size
+        banned = torch.zeros(vocab_size, dtype=torch.bool)
+        if not config.allow_non_ascii:
+            banned = disallowed_tokens(tokenizer, vocab_size)
     generator = torch.Generator().manual_seed(config.seed)
 
     def _text(suffix_ids: torch.Tensor) -> str:
@@ -568,6 +571,21 @@ class GCGAttack(Attack):
     def __init__(self, config: AttackConfig | None = None) -> None:
         super().__init__(config)
         self._universal: GCGResult | None = None
+        self._banned: tuple[object, torch.Tensor] | None = None
+
+    def _banned_tokens(self, target: Target) -> torch.Tensor | None:
+        """The tokens the suffix may not use, worked out once per tokenizer."""
+        import torch
+
+        from redblue.models import adapt
+
+        if self._banned is None or self._banned[0] is not target.tokenizer:
+            vocab_size = adapt(target.model).vocab_size
+            banned = torch.zeros(vocab_size, dtype=torch.bool)
+            if not self.config.allow_non_ascii:
+                banned = disallowed_tokens(target.tokenizer, vocab_size)
+            self._banned = (target.tokenizer, banned)
+        return self._banned[1]
 
     @property
     def chunk_size(self) -> int:
@@ -611,6 +629,7 @@ class GCGAttack(Attack):
             [(p.instruction, self._target_text(p)) for p in prompts],
             self.config,
             check=self._checker(target, prompts, checks),
+            banned=self._banned_tokens(target),
             progress=progress,
         )
         return replace(result, forward_passes=result.forward_passes + checks.forward_passes)
@@ -619,8 +638,15 @@ class GCGAttack(Attack):
         if not self.config.universal:
             return
         train = list(prompts)[: self.config.n_train]
-        self._universal = self._optimise(target, train, target.progress)
-        result = self._universal
+        saved = workdir / "universal.json" if workdir is not None else None
+        if saved is not None and saved.is_file():  # a resumed run keeps its suffix
+            result = GCGResult(**json.loads(saved.read_text(encoding="utf-8")))
+        else:
+            result = self._optimise(target, train, target.progress)
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(asdict(result)), encoding="utf-8")
+        self._universal = result
         self.extra.update(
             universal_suffix=result.suffix,
             universal_loss=result.loss,
