@@ -7,6 +7,7 @@ judges each answer and saves the records (resumable).
 
 from redblue.attacks import (  # noqa: F401  (register the attacks)
     ablation,
+    abliterate,
     baseline,
     embedding,
     finetune,

@@ -90,7 +90,7 @@ def main_options(
 
 
 def _register() -> None:
-    from redblue.cli import attack, data, demo, direction, models, organism, runs, steer
+    from redblue.cli import attack, data, demo, direction, evaluate, models, organism, runs, steer
 
     app.add_typer(models.app, name="models")
     app.add_typer(data.app, name="data")
@@ -99,6 +99,7 @@ def _register() -> None:
     app.add_typer(steer.app, name="steer")
     app.add_typer(attack.app, name="attack")
     app.add_typer(runs.app, name="runs")
+    app.command(name="eval")(evaluate.evaluate)
     app.command(name="orthogonalize")(steer.orthogonalize)
     app.command(name="demo")(demo.demo)
 
