@@ -172,6 +172,7 @@ def run_tour(
     from redblue.cli._common import write_json
     from redblue.data import train_val
     from redblue.directions import ExtractConfig, SelectConfig, extract_direction, select_direction
+    from redblue.errors import RedblueError
     from redblue.evaluate import make_judge
     from redblue.evaluate.store import RunSpec, attack_spec, record_attack
     from redblue.evaluate.tasks import Task, record_task, run_task, task_spec
@@ -211,22 +212,29 @@ def run_tour(
     )
     run = store.start(spec)
     direction = candidates
+    note = "the extraction's own choice (too few prompts to select)"
     if n_val >= 2:
-        selection = select_direction(
-            model, tokenizer, candidates, val_h, val_b, SelectConfig(progress=config.progress)
-        )
-        write_json(run.artifacts / "selection.json", selection.to_dict())
-        direction = selection.direction or candidates
+        try:
+            selection = select_direction(
+                model, tokenizer, candidates, val_h, val_b, SelectConfig(progress=config.progress)
+            )
+        except RedblueError as e:  # e.g. a model that refuses nothing has no refusal tokens
+            note = f"the extraction's own choice (selection impossible: {e.what})"
+        else:
+            write_json(run.artifacts / "selection.json", selection.to_dict())
+            direction = selection.direction or candidates
+            note = selection.message
     direction_path = direction.save(run.artifacts / "direction.safetensors")
     run.log_metric("layer", direction.layer)
     run.log_metric("position", direction.position)
+    write_json(run.artifacts / "note.json", {"chosen_by": note})
     run.finish()
     done(
         TourStep(
             run.id,
             "direction",
             "refusal direction",
-            f"layer {direction.layer}, position {direction.position}",
+            f"layer {direction.layer}, position {direction.position}: {note}",
             time.perf_counter() - start,
         )
     )

@@ -148,6 +148,12 @@ def test_demo_on_a_tiny_model(folders, tmp_path) -> None:
     assert len(data["separation"]) == 2
     assert len(data["completions"]) == 4
     assert data["model"]["family"] == "llama"
+    # the loop ran on the built-in demo prompts and wrote a report of every step
+    steps = data["loop"]["steps"]
+    assert [s["kind"] for s in steps[:5]] == ["direction", "attack", "attack", "attack", "attack"]
+    assert {s["name"] for s in steps if s["kind"] == "eval"} == {"harmful", "harmless"}
+    report = (tmp_path / "demo-report.html").read_text()
+    assert all(s["run_id"] in report for s in steps)
 
 
 def test_bad_setting_value_is_rejected(tmp_path) -> None:

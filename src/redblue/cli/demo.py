@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,14 +16,27 @@ def demo(
     n_chat: Annotated[
         int, typer.Option(help="How many harmful and how many harmless requests to answer.")
     ] = 2,
+    n_prompts: Annotated[
+        int, typer.Option(help="Held-out prompts per attack and evaluation.")
+    ] = 100,
+    loop: Annotated[
+        bool,
+        typer.Option(
+            "--loop/--no-loop",
+            help="Run the red-team loop (direction, attacks, evaluation, report) after the tour.",
+        ),
+    ] = True,
 ) -> None:
-    """The quick tour: load a model, inspect it, let it answer, look inside.
+    """The tour and the red-team loop on one model, ending in an HTML report.
 
-    Loads the model (default: the embedded organism), shows its architecture row and chat
-    template, lets it answer paired harmful and harmless requests, and shows how the two
-    kinds separate in the residual stream layer by layer. Writes OUT/demo.json.
+    1-3: loads the model (default: the embedded organism), shows its architecture row and
+    chat template, lets it answer paired harmful and harmless requests, and shows how the two
+    kinds separate in the residual stream. 4: finds the refusal direction (extract + select),
+    attacks held-out harmful prompts (no attack, ablation, prefilling, jailbreak templates),
+    evaluates refusal, over-refusal and capability, stores every step as a run and writes
+    OUT/demo-report.html. Writes OUT/demo.json. About two minutes on 2 cores for the organism.
 
-    Example: redblue demo          (or: redblue --model ./my-model demo)
+    Example: redblue demo          (or: redblue --model ./my-model demo --n-prompts 50)
     """
     from rich.console import Console
     from rich.markup import escape
@@ -73,5 +86,36 @@ def demo(
         f"|mean(harmful) - mean(harmless)| / mean |activation| at the last prompt token, "
         f"{result.n_harmful} + {result.n_harmless} prompts; peak at layer {result.peak_layer}."
     )
-    path = write_json(cfg.out / "demo.json", result.to_dict())
+    data = result.to_dict()
+    if loop:
+        data["loop"] = _loop(console, model, tokenizer, cfg, max_new_tokens, n_prompts)
+    path = write_json(cfg.out / "demo.json", data)
     console.print(f"wrote {path}")
+
+
+def _loop(
+    console: Any, model: Any, tokenizer: Any, cfg: Any, max_new_tokens: int, n_prompts: int
+) -> dict[str, Any]:
+    from rich.markup import escape
+
+    from redblue.demo import TourConfig, TourStep, run_tour
+    from redblue.evaluate.store import RunStore
+    from redblue.report import build_report, markdown_summary
+
+    console.rule("4. the red-team loop: direction, attacks, evaluation")
+    store = RunStore(cfg.out)
+
+    def show(step: TourStep) -> None:
+        console.print(
+            f"[bold]{step.kind} {escape(step.name)}[/] ({step.seconds:.0f}s): "
+            f"{escape(step.headline)}  [dim]run {step.run_id}[/]"
+        )
+
+    config = TourConfig(n_prompts=n_prompts, max_new_tokens=max_new_tokens, seed=cfg.seed)
+    steps = run_tour(model, tokenizer, store, config, model_id=cfg.model, on_step=show)
+    ids = [s.run_id for s in steps]
+    report = build_report(store, ids, cfg.out / "demo-report.html")
+    console.rule("5. summary")
+    console.print(escape(markdown_summary(store, ids)))
+    console.print(f"report: [bold]{report}[/]  (runs: `redblue runs list`)")
+    return {"steps": [s.to_dict() for s in steps], "report": str(report)}

@@ -90,7 +90,18 @@ def main_options(
 
 
 def _register() -> None:
-    from redblue.cli import attack, data, demo, direction, evaluate, models, organism, runs, steer
+    from redblue.cli import (
+        attack,
+        data,
+        demo,
+        direction,
+        evaluate,
+        models,
+        organism,
+        report,
+        runs,
+        steer,
+    )
 
     app.add_typer(models.app, name="models")
     app.add_typer(data.app, name="data")
@@ -100,6 +111,7 @@ def _register() -> None:
     app.add_typer(attack.app, name="attack")
     app.add_typer(runs.app, name="runs")
     app.command(name="eval")(evaluate.evaluate)
+    app.command(name="report")(report.report)
     app.command(name="orthogonalize")(steer.orthogonalize)
     app.command(name="demo")(demo.demo)
 
