@@ -11,6 +11,7 @@ from redblue.attacks import (  # noqa: F401  (register the attacks)
     baseline,
     embedding,
     finetune,
+    gcg,
     prefill,
     templates,
 )

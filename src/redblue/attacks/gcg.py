@@ -43,6 +43,7 @@ from redblue.attacks.base import (
 )
 from redblue.data import Prompt, PromptSet
 from redblue.errors import ConfigError, ModelError
+from redblue.models.generate import is_oom
 from redblue.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -250,12 +251,6 @@ def _suffix_text(tokenizer: PreTrainedTokenizerBase, slot: SuffixSlot, ids: Sequ
 # -- the objective --------------------------------------------------------------------------
 
 
-def _is_oom(error: BaseException) -> bool:
-    import torch
-
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
 def _expand_cache(cache: Any, batch: int) -> Any:
     """A shallow copy of ``cache`` whose layers view its keys and values ``batch`` times.
 
@@ -371,7 +366,7 @@ class SuffixObjective:
                 try:
                     out.append(self._batch_losses(chunk))
                 except (RuntimeError, MemoryError) as e:
-                    if not _is_oom(e):
+                    if not is_oom(e):
                         raise
                     if self.batch_size == 1:
                         raise ModelError(

@@ -52,7 +52,7 @@ class Completion:
         return asdict(self)
 
 
-def _is_oom(error: BaseException) -> bool:
+def is_oom(error: BaseException) -> bool:
     import torch
 
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
@@ -151,7 +151,7 @@ def generate(
                 rows = None if prefills is None else prefills[start : start + batch_size]
                 results += _generate_batch(model, tokenizer, chunk, settings, rows)
             except (RuntimeError, MemoryError) as e:
-                if not _is_oom(e):
+                if not is_oom(e):
                     raise
                 if batch_size == 1:
                     raise ModelError(
