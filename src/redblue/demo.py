@@ -169,12 +169,13 @@ def run_tour(
 
     from redblue.activations import model_fingerprint
     from redblue.attacks import get_attack, run_attack
+    from redblue.attacks.record import attack_spec, record_attack
     from redblue.cli._common import write_json
     from redblue.data import train_val
     from redblue.directions import ExtractConfig, SelectConfig, extract_direction, select_direction
     from redblue.errors import RedblueError
     from redblue.evaluate import make_judge
-    from redblue.evaluate.store import RunSpec, attack_spec, record_attack
+    from redblue.evaluate.store import RunSpec
     from redblue.evaluate.tasks import Task, record_task, run_task, task_spec
 
     config = config or TourConfig()

@@ -17,14 +17,13 @@ from statistics import NormalDist
 
 import pytest
 
+from redblue.attacks.record import record_attack
 from redblue.errors import ConfigError, DataError
-from redblue.evaluate.stats import Rate
+from redblue.evaluate.stats import Rate, newcombe_interval
 from redblue.evaluate.store import (
     SCHEMA_VERSION,
     RunSpec,
     RunStore,
-    newcombe_interval,
-    record_attack,
 )
 
 

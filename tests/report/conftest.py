@@ -8,9 +8,10 @@ from dataclasses import asdict
 import pytest
 
 from redblue.attacks.base import AttackRecord, AttackSummary, Cost
+from redblue.attacks.record import record_attack
 from redblue.directions.select import Candidate, SelectConfig, Selection
 from redblue.evaluate.stats import Rate
-from redblue.evaluate.store import Run, RunSpec, RunStore, record_attack
+from redblue.evaluate.store import Run, RunSpec, RunStore
 from redblue.report import PARETO_FILE, ROC_FILE, SELECTION_FILE
 
 #: A completion that would run in the page if it were not escaped.

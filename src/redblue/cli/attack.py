@@ -137,10 +137,11 @@ def run(
     from rich.table import Table
 
     from redblue.attacks import get_attack, load_config, run_attack
+    from redblue.attacks.record import attack_spec, record_attack
     from redblue.data import load_prompts
     from redblue.data.builtin import builtin
     from redblue.evaluate import make_judge
-    from redblue.evaluate.store import RunStore, attack_spec, record_attack
+    from redblue.evaluate.store import RunStore
 
     cfg = settings(ctx)
     if model is not None:

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Rate", "wilson_interval"]
+__all__ = ["Rate", "newcombe_interval", "wilson_interval"]
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -51,3 +51,22 @@ class Rate:
     def __str__(self) -> str:
         low, high = self.interval
         return f"{self.value:.2f} [{low:.2f}, {high:.2f}] ({self.successes}/{self.n})"
+
+
+def newcombe_interval(
+    k_a: int, n_a: int, k_b: int, n_b: int, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for ``k_b/n_b - k_a/n_a`` (two independent rates).
+
+    Method 10 of Newcombe (1998), built from the two Wilson intervals; unlike the
+    normal interval it stays sound near 0 and 1 and for small samples.
+    """
+    if n_a <= 0 or n_b <= 0:
+        raise ValueError(f"both rates need n > 0, got {n_a} and {n_b}")
+    p_a, p_b = k_a / n_a, k_b / n_b
+    low_a, high_a = wilson_interval(k_a, n_a, confidence)
+    low_b, high_b = wilson_interval(k_b, n_b, confidence)
+    d = p_b - p_a
+    low = d - math.sqrt((p_b - low_b) ** 2 + (high_a - p_a) ** 2)
+    high = d + math.sqrt((high_b - p_b) ** 2 + (p_a - low_a) ** 2)
+    return max(-1.0, low), min(1.0, high)

@@ -26,7 +26,6 @@ import contextlib
 import difflib
 import hashlib
 import json
-import math
 import platform
 import secrets
 import shlex
@@ -42,14 +41,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from redblue.errors import ConfigError, DataError
-from redblue.evaluate.stats import Rate, wilson_interval
+from redblue.evaluate.stats import Rate, newcombe_interval, wilson_interval
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
-
-    from redblue.attacks.base import Attack, AttackRecord, AttackSummary
-    from redblue.data import PromptSet
-    from redblue.evaluate.judges import Judge
+    pass
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -58,11 +53,8 @@ __all__ = [
     "Run",
     "RunSpec",
     "RunStore",
-    "attack_spec",
     "git_revision",
-    "newcombe_interval",
     "package_versions",
-    "record_attack",
 ]
 
 #: Bumped whenever the tables change; a store from a newer redblue is refused.
@@ -227,25 +219,6 @@ class Metric:
         if self.n is not None and self.successes is not None:
             text += f" ({self.successes}/{self.n})"
         return text
-
-
-def newcombe_interval(
-    k_a: int, n_a: int, k_b: int, n_b: int, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Newcombe's hybrid score interval for ``k_b/n_b - k_a/n_a`` (two independent rates).
-
-    Method 10 of Newcombe (1998), built from the two Wilson intervals; unlike the
-    normal interval it stays sound near 0 and 1 and for small samples.
-    """
-    if n_a <= 0 or n_b <= 0:
-        raise ValueError(f"both rates need n > 0, got {n_a} and {n_b}")
-    p_a, p_b = k_a / n_a, k_b / n_b
-    low_a, high_a = wilson_interval(k_a, n_a, confidence)
-    low_b, high_b = wilson_interval(k_b, n_b, confidence)
-    d = p_b - p_a
-    low = d - math.sqrt((p_b - low_b) ** 2 + (high_a - p_a) ** 2)
-    high = d + math.sqrt((high_b - p_b) ** 2 + (p_a - low_a) ** 2)
-    return max(-1.0, low), min(1.0, high)
 
 
 @dataclass(frozen=True)
@@ -617,61 +590,3 @@ class Run:
             self.finish("failed")
         elif self.status == "running":
             self.finish("done")
-
-
-# -- attacks --------------------------------------------------------------------------------
-
-
-def attack_spec(
-    attack: Attack,
-    model: PreTrainedModel,
-    prompts: PromptSet,
-    judge: Judge,
-    *,
-    model_id: str | None = None,
-) -> RunSpec:
-    """The spec of an attack run: its config and judge, the model and its fingerprint, the
-    prompts' content hash and the seed."""
-    from redblue.activations import model_fingerprint
-
-    return RunSpec(
-        kind="attack",
-        name=attack.name,
-        config=attack.config.model_dump(mode="json") | {"judge": judge.name},
-        model=model_id or str(getattr(model, "name_or_path", "")),
-        model_hash=model_fingerprint(model),
-        data_hashes={prompts.source or "prompts": prompts.content_hash},
-        seed=attack.config.seed,
-    )
-
-
-def record_attack(
-    store: RunStore,
-    spec: RunSpec,
-    summary: AttackSummary,
-    records: Sequence[AttackRecord],
-) -> Run:
-    """Store a finished attack run: every record as a sample (key ``PROMPT_ID/VARIANT``),
-    ``asr`` and ``asr/VARIANT`` as rates, the cost, and ``summary.json`` as an artifact."""
-    from redblue.cli._common import write_json  # atomic JSON writer
-
-    run = store.start(spec)
-    samples, seen = [], set()
-    for r in records:
-        key = f"{r.prompt_id}/{r.variant}" if r.variant else r.prompt_id
-        base, i = key, 1
-        while key in seen:  # one variant tried twice on a prompt
-            i += 1
-            key = f"{base}#{i}"
-        seen.add(key)
-        samples.append({"key": key, **r.to_dict()})
-    run.add_samples(samples)
-    run.log_rate("asr", summary.success)
-    for variant, rate in summary.by_variant.items():
-        run.log_rate(f"asr/{variant or '-'}", rate)
-    run.log_metric("cost/forward_passes", summary.cost.forward_passes)
-    run.log_metric("cost/steps", summary.cost.steps)
-    run.log_metric("cost/seconds", summary.cost.seconds + summary.setup_seconds)
-    write_json(run.artifacts / "summary.json", summary.to_dict())
-    run.finish()
-    return run
