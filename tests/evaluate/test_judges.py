@@ -148,3 +148,33 @@ def test_refusal_score_judge_predicts_the_organisms_refusals(organism_model) -> 
     assert agree / len(prompts) >= 0.9
     with pytest.raises(ConfigError, match="no refusal tokens"):
         RefusalScoreJudge(organism_model, tok, [])
+
+
+def test_model_judges_by_name(llama, tmp_path) -> None:
+    import torch
+    import transformers
+
+    _, tok = llama
+    config = transformers.LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=0,
+        num_labels=2,
+        id2label={0: "refusal", 1: "compliance"},
+        label2id={"refusal": 0, "compliance": 1},
+    )
+    torch.manual_seed(0)
+    transformers.LlamaForSequenceClassification(config).save_pretrained(tmp_path / "clf")
+    tok.save_pretrained(tmp_path / "clf")
+    judge = make_judge(f"classifier:{tmp_path / 'clf'}#compliance")
+    assert judge.name.startswith("classifier:") and len(judge.judge_batch([HARM], ["x"])) == 1
+    with pytest.raises(ConfigError, match="no label"):
+        make_judge(f"classifier:{tmp_path / 'clf'}")  # default label 'unsafe' is not there
+    with pytest.raises(ConfigError, match="cannot load"):
+        make_judge(f"classifier:{tmp_path / 'missing'}")
+    with pytest.raises(ConfigError, match="lm:MODEL"):
+        make_judge("gpt-judge")

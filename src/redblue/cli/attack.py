@@ -114,7 +114,8 @@ def run(
         str,
         typer.Option(
             help="auto (ground truth on the organism, else refusal phrases), organism, "
-            "organism-on-topic or refusal-phrase."
+            "organism-on-topic, refusal-phrase, refusal-phrase-anywhere, lm:MODEL (a causal LM "
+            "asked a judge prompt) or classifier:PATH[#LABEL,...] (labels meaning 'complied')."
         ),
     ] = "auto",
     out: Annotated[

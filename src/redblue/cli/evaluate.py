@@ -46,7 +46,11 @@ def evaluate(
         ),
     ] = None,
     judge: Annotated[
-        str, typer.Option(help="auto, organism, refusal-phrase or refusal-phrase-anywhere.")
+        str,
+        typer.Option(
+            help="auto, organism, refusal-phrase, refusal-phrase-anywhere, lm:MODEL or "
+            "classifier:PATH[#LABEL,...]."
+        ),
     ] = "auto",
     limit: Annotated[int | None, typer.Option(help="At most this many prompts per task.")] = None,
     max_new_tokens: Annotated[

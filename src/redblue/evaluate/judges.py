@@ -347,8 +347,13 @@ def is_organism(model: PreTrainedModel) -> bool:
 
 
 def make_judge(name: str, model: PreTrainedModel | None = None) -> Judge:
-    """The judge called ``name``; ``auto`` is the organism's ground truth on an organism, else
-    refusal phrases. (Model judges are built with :class:`LMJudge` / :class:`ClassifierJudge`.)"""
+    """The judge called ``name``.
+
+    ``auto`` is the organism's ground truth on an organism, else refusal phrases. A judge
+    model is used only when named: ``lm:MODEL`` (any model spec :func:`redblue.models.load`
+    accepts, asked :data:`LM_JUDGE_PROMPT`) or ``classifier:PATH[#LABEL,...]`` (a HF sequence
+    classifier; the labels that mean "complied", default ``unsafe``).
+    """
     if name == "auto":
         name = "organism" if model is not None and is_organism(model) else "refusal-phrase"
     if name == "organism":
@@ -359,6 +364,31 @@ def make_judge(name: str, model: PreTrainedModel | None = None) -> Judge:
         return RefusalPhraseJudge()
     if name == "refusal-phrase-anywhere":
         return RefusalPhraseJudge(match="anywhere")
+    if name.startswith("lm:"):
+        from redblue.models import load
+
+        judge_model, tokenizer = load(name.removeprefix("lm:"))
+        return LMJudge(judge_model, tokenizer, name=name)
+    if name.startswith("classifier:"):
+        path, _, labels = name.removeprefix("classifier:").partition("#")
+        return _classifier(path, [x for x in labels.split(",") if x] or ["unsafe"], name)
     raise ConfigError(
-        f"unknown judge {name!r}", where="judge", fix=f"use one of {', '.join(JUDGES)}"
+        f"unknown judge {name!r}",
+        where="judge",
+        fix=f"use one of {', '.join(JUDGES)}, lm:MODEL or classifier:PATH[#LABEL,...]",
     )
+
+
+def _classifier(path: str, labels: list[str], name: str) -> ClassifierJudge:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        classifier = AutoModelForSequenceClassification.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"cannot load a sequence classifier: {e}",
+            where=path,
+            fix="pass a folder or hub id of an AutoModelForSequenceClassification model",
+        ) from None
+    return ClassifierJudge(classifier.eval(), tokenizer, labels, name=name)
