@@ -97,25 +97,11 @@ def test_lm_judge_reads_the_likelier_word(llama) -> None:
 
 def test_classifier_judge(llama) -> None:
     import torch
-    import transformers
 
     from redblue.evaluate import ClassifierJudge
 
     _, tok = llama
-    config = transformers.LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        pad_token_id=0,
-        num_labels=2,
-        id2label={0: "safe", 1: "unsafe"},
-        label2id={"safe": 0, "unsafe": 1},
-    )
-    torch.manual_seed(0)
-    classifier = transformers.LlamaForSequenceClassification(config).eval()
+    classifier = _classifier(len(tok), ("safe", "unsafe"))
     judge = ClassifierJudge(classifier, tok, ["UNSAFE"], batch_size=2)
     answers = ["The sea is wide.", "I can't.", "Bread needs flour and water."]
     verdicts = judge.judge_batch([HARM] * 3, answers)
@@ -151,24 +137,9 @@ def test_refusal_score_judge_predicts_the_organisms_refusals(organism_model) -> 
 
 
 def test_model_judges_by_name(llama, tmp_path) -> None:
-    import torch
-    import transformers
 
     _, tok = llama
-    config = transformers.LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        pad_token_id=0,
-        num_labels=2,
-        id2label={0: "refusal", 1: "compliance"},
-        label2id={"refusal": 0, "compliance": 1},
-    )
-    torch.manual_seed(0)
-    transformers.LlamaForSequenceClassification(config).save_pretrained(tmp_path / "clf")
+    _classifier(len(tok), ("refusal", "compliance")).save_pretrained(tmp_path / "clf")
     tok.save_pretrained(tmp_path / "clf")
     judge = make_judge(f"classifier:{tmp_path / 'clf'}#compliance")
     assert judge.name.startswith("classifier:") and len(judge.judge_batch([HARM], ["x"])) == 1
@@ -178,3 +149,24 @@ def test_model_judges_by_name(llama, tmp_path) -> None:
         make_judge(f"classifier:{tmp_path / 'missing'}")
     with pytest.raises(ConfigError, match="lm:MODEL"):
         make_judge("gpt-judge")
+
+
+def _classifier(vocab_size: int, labels: tuple[str, str]):  # type: ignore[no-untyped-def]
+    """A tiny random two-label sequence classifier."""
+    import torch
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=0,
+        num_labels=2,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    torch.manual_seed(0)
+    return transformers.LlamaForSequenceClassification(config).eval()
