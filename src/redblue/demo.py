@@ -170,13 +170,13 @@ def run_tour(
     from redblue.activations import model_fingerprint
     from redblue.attacks import get_attack, run_attack
     from redblue.attacks.record import attack_spec, record_attack
-    from redblue.cli._common import write_json
     from redblue.data import train_val
     from redblue.directions import ExtractConfig, SelectConfig, extract_direction, select_direction
     from redblue.errors import RedblueError
     from redblue.evaluate import make_judge
     from redblue.evaluate.store import RunSpec
     from redblue.evaluate.tasks import Task, record_task, run_task, task_spec
+    from redblue.io import write_json
 
     config = config or TourConfig()
     folder = str(getattr(model, "name_or_path", "") or "")

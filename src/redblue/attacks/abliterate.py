@@ -220,7 +220,7 @@ def choose(
 
 def save_front(points: Sequence[Point], front: Sequence[Point], folder: Path) -> None:
     """``trials.csv`` (every point), ``pareto.json``, ``pareto.csv`` and ``pareto.png``."""
-    from redblue.cli._common import write_json
+    from redblue.io import write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, rows in (("trials.csv", points), ("pareto.csv", front)):
@@ -604,7 +604,7 @@ class AbliterateAttack(Attack):
         }
         if workdir is None:
             return
-        from redblue.cli._common import write_json
+        from redblue.io import write_json
 
         save_front(result.points, result.front, workdir)
         record = {"trial": chosen.trial, "spec": spec} | chosen.to_dict()

@@ -410,7 +410,7 @@ def run_attack(
     end; calling again with the same ``out`` (same attack, config, model and
     prompts) attacks only the prompts not yet recorded.
     """
-    from redblue.cli._common import write_json  # atomic JSON writer
+    from redblue.io import write_json
 
     if len(prompts) == 0:
         raise ConfigError(

@@ -48,7 +48,7 @@ def record_attack(
 ) -> Run:
     """Store a finished attack run: every record as a sample (key ``PROMPT_ID/VARIANT``),
     ``asr`` and ``asr/VARIANT`` as rates, the cost, and ``summary.json`` as an artifact."""
-    from redblue.cli._common import write_json  # atomic JSON writer
+    from redblue.io import write_json
 
     run = store.start(spec)
     samples, seen = [], set()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
+
+from redblue.io import write_json
+
+__all__ = ["load_model", "prompt_set", "settings", "write_json"]
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -38,21 +39,6 @@ def load_model(
     )
     adapt(model, arch=ArchSpec.from_file(cfg.arch) if cfg.arch else None)
     return model, tokenizer
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically: the file is complete or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def prompt_set(cfg: Settings, given: str | None, kind: str) -> tuple[PromptSet, str]:

@@ -258,7 +258,7 @@ def task_spec(
 
 def record_task(store: Any, spec: Any, result: TaskResult) -> Any:
     """Store a finished task: the headline metric, every sample, and ``result.json``."""
-    from redblue.cli._common import write_json
+    from redblue.io import write_json
 
     run = store.start(spec)
     samples = []
