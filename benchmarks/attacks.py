@@ -66,7 +66,7 @@ REAL_MODEL: dict[str, dict[str, Any]] = {
         "n_direction": 64,
         "n_search": 8,
     },
-    "gcg": {"num_steps": 20, "search_width": 64},
+    "gcg": {"num_steps": 10, "search_width": 32},
     "embedding": {"num_steps": 50},
     "finetune": {"data": str(SHARED / "advbench" / "advbench.csv"), "steps": 20},
 }
