@@ -1,0 +1,47 @@
+"""Detect harmful and jailbreak prompts: activation detectors, baselines, calibration, metrics.
+
+``DirectionDetector`` (projection on the refusal direction) and ``ProbeDetector``
+(multi-layer logistic probe) read post-instruction activations;
+``PerplexityDetector`` and ``OutputRefusalDetector`` are the baselines users
+would otherwise reach for. Each is calibrated to a target false-positive rate
+on benign prompts and saves with its threshold (safetensors + JSON);
+:mod:`redblue.detect.metrics` measures AUROC and TPR at fixed FPR.
+"""
+
+from redblue.detect.activation import DirectionDetector, ProbeDetector
+from redblue.detect.baselines import OutputRefusalDetector, PerplexityDetector
+from redblue.detect.detector import Calibration, Detector
+from redblue.detect.metrics import (
+    DetectionResult,
+    RocCurve,
+    auroc,
+    flag_rate,
+    roc_curve,
+    threshold_for_fpr,
+    tpr_at_fpr,
+    write_roc,
+)
+
+#: Every detector kind, by the name saved in its JSON.
+DETECTORS: dict[str, type[Detector]] = {
+    cls.kind: cls
+    for cls in (DirectionDetector, ProbeDetector, PerplexityDetector, OutputRefusalDetector)
+}
+
+__all__ = [
+    "DETECTORS",
+    "Calibration",
+    "DetectionResult",
+    "Detector",
+    "DirectionDetector",
+    "OutputRefusalDetector",
+    "PerplexityDetector",
+    "ProbeDetector",
+    "RocCurve",
+    "auroc",
+    "flag_rate",
+    "roc_curve",
+    "threshold_for_fpr",
+    "tpr_at_fpr",
+    "write_roc",
+]

@@ -1,0 +1,333 @@
+"""Detectors that read post-instruction activations (one hooked forward pass per batch).
+
+* :class:`DirectionDetector`: the projection of the residual stream onto the
+  refusal direction, averaged over the chosen layers and positions; no training.
+* :class:`ProbeDetector`: logistic regression (L2, L-BFGS in torch) on the
+  standardised activations of several layers and positions, concatenated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from redblue.detect.detector import Calibration, Detector, data_hash, provenance_of, texts_of
+from redblue.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from redblue.data import PromptSet
+    from redblue.directions import Direction
+
+__all__ = ["DirectionDetector", "ProbeDetector"]
+
+
+def _activations(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: PromptSet | Sequence[str],
+    layers: Sequence[int],
+    positions: Sequence[int],
+    system: str | None,
+    batch_size: int,
+) -> torch.Tensor:
+    """``[n_prompts, n_layers, n_positions, d_model]`` from one hooked forward pass per batch."""
+    from redblue.activations import collect
+
+    return collect(
+        model,
+        tokenizer,
+        texts_of(prompts),
+        layers=layers,
+        positions=positions,
+        system=system,
+        batch_size=batch_size,
+        progress=False,
+    ).values
+
+
+class DirectionDetector(Detector):
+    """Mean projection of the residual stream onto the refusal direction.
+
+    ``vectors`` is ``[n_positions, n_layers, d_model]``: a unit vector per (position,
+    layer) of ``positions`` x ``layers``; the score of a prompt is the mean over them
+    of ``<resid_pre[layer, position], vector>``. Build it from a selected
+    :class:`~redblue.directions.Direction` with :meth:`from_direction`, or with
+    :meth:`fit` (difference in means, no selection).
+    """
+
+    kind = "direction"
+    goal = "projection of post-instruction activations onto the refusal direction"
+
+    def __init__(
+        self,
+        *,
+        layers: Sequence[int],
+        positions: Sequence[int] = (-1,),
+        vectors: torch.Tensor | None = None,
+        system: str | None = None,
+        batch_size: int = 32,
+        calibration: Calibration | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(calibration=calibration, provenance=provenance)
+        self.layers = [int(x) for x in layers]
+        self.positions = [int(p) for p in positions]
+        if not self.layers or not self.positions:
+            raise ConfigError("a direction detector needs layers and positions", where="layers")
+        if vectors is not None and tuple(vectors.shape[:2]) != (
+            len(self.positions),
+            len(self.layers),
+        ):
+            raise ConfigError(
+                f"vectors must be [n_positions={len(self.positions)}, n_layers={len(self.layers)}, d_model], got {tuple(vectors.shape)}",
+                where="vectors",
+            )
+        self.vectors = vectors
+        self.system = system
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_direction(
+        cls,
+        direction: Direction,
+        *,
+        layers: Sequence[int] | str = "from_chosen",
+        positions: Sequence[int] | None = None,
+        system: str | None = None,
+    ) -> DirectionDetector:
+        """Read ``direction``'s vectors at ``layers`` and ``positions``.
+
+        ``layers``: ``"chosen"`` (the direction's layer), ``"from_chosen"`` (that layer and
+        every later one it holds: the residual stream carries the feature forward) or a
+        list. ``positions`` default to the direction's chosen position.
+        """
+        import torch
+
+        if layers == "chosen":
+            chosen = [direction.layer]
+        elif layers == "from_chosen":
+            chosen = [x for x in direction.layers if x >= direction.layer]
+        elif isinstance(layers, str):
+            raise ConfigError(
+                f"unknown layers {layers!r}",
+                where="layers",
+                fix="use chosen, from_chosen or a list",
+            )
+        else:
+            chosen = list(layers)
+        cols = [direction.position] if positions is None else list(positions)
+        vectors = torch.stack(
+            [torch.stack([direction.at(layer, p) for layer in chosen]) for p in cols]
+        )
+        return cls(
+            layers=chosen,
+            positions=cols,
+            vectors=vectors.to(torch.float32),
+            system=system if system is not None else direction.provenance.system,
+            provenance={"direction": direction.metadata()["provenance"], "from": "direction"},
+        )
+
+    def fit(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        harmful: PromptSet | Sequence[str],
+        harmless: PromptSet | Sequence[str],
+    ) -> DirectionDetector:
+        """Unit difference in means (harmful - harmless) at every (position, layer)."""
+        acts = [
+            _activations(
+                model, tokenizer, p, self.layers, self.positions, self.system, self.batch_size
+            )
+            for p in (harmful, harmless)
+        ]
+        diff = (acts[0].mean(0) - acts[1].mean(0)).transpose(0, 1)  # [positions, layers, d]
+        self.vectors = diff / diff.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        self.provenance = provenance_of(
+            model,
+            method="mean_diff",
+            harmful_hash=data_hash(texts_of(harmful)),
+            harmless_hash=data_hash(texts_of(harmless)),
+            n_harmful=int(acts[0].shape[0]),
+            n_harmless=int(acts[1].shape[0]),
+        )
+        return self
+
+    def score(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: PromptSet | Sequence[str],
+    ) -> torch.Tensor:
+        import torch
+
+        if self.vectors is None:
+            raise ConfigError(
+                "the direction detector has no vectors",
+                where="score",
+                fix="build it with DirectionDetector.from_direction(direction) or call fit(...)",
+            )
+        acts = _activations(
+            model, tokenizer, prompts, self.layers, self.positions, self.system, self.batch_size
+        )
+        proj = torch.einsum("nlpd,pld->n", acts, self.vectors.to(acts.dtype))
+        return proj / (len(self.layers) * len(self.positions))
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "layers": self.layers,
+            "positions": self.positions,
+            "system": self.system,
+            "batch_size": self.batch_size,
+        }
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {} if self.vectors is None else {"vectors": self.vectors}
+
+    @classmethod
+    def from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Detector:
+        return cls(**config, vectors=tensors.get("vectors"))
+
+
+class ProbeDetector(Detector):
+    """Logistic regression on standardised activations concatenated over layers and positions.
+
+    Features are ``[n_prompts, n_layers * n_positions * d_model]``, standardised with the
+    training set's ``mean`` and ``std``; the score is the probe's logit. Trained with
+    full-batch L-BFGS on the mean cross-entropy plus ``l2 * |w|^2 / 2``.
+    """
+
+    kind = "probe"
+    goal = "logistic probe on post-instruction activations of several layers"
+
+    def __init__(
+        self,
+        *,
+        layers: Sequence[int],
+        positions: Sequence[int] = (-1,),
+        l2: float = 1e-2,
+        max_iter: int = 200,
+        system: str | None = None,
+        batch_size: int = 32,
+        weight: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+        calibration: Calibration | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(calibration=calibration, provenance=provenance)
+        self.layers = [int(x) for x in layers]
+        self.positions = [int(p) for p in positions]
+        if not self.layers or not self.positions:
+            raise ConfigError("a probe needs layers and positions", where="layers")
+        if l2 < 0 or max_iter < 1:
+            raise ConfigError(
+                f"need l2 >= 0 and max_iter >= 1, got {l2} and {max_iter}", where="l2"
+            )
+        self.l2 = float(l2)
+        self.max_iter = int(max_iter)
+        self.system = system
+        self.batch_size = batch_size
+        self.weight, self.bias, self.mean, self.std = weight, bias, mean, std
+
+    @property
+    def fitted(self) -> bool:
+        return self.weight is not None
+
+    def _features(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: PromptSet | Sequence[str],
+    ) -> torch.Tensor:
+        acts = _activations(
+            model, tokenizer, prompts, self.layers, self.positions, self.system, self.batch_size
+        )
+        return acts.reshape(acts.shape[0], -1)
+
+    def fit(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        harmful: PromptSet | Sequence[str],
+        harmless: PromptSet | Sequence[str],
+    ) -> ProbeDetector:
+        import torch
+
+        pos = self._features(model, tokenizer, harmful)
+        neg = self._features(model, tokenizer, harmless)
+        x = torch.cat([pos, neg]).to(torch.float64)
+        y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(torch.float64)
+        mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+        x = (x - mean) / std
+        w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=self.max_iter, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y)
+            loss = loss + 0.5 * self.l2 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        self.weight = w.detach().to(torch.float32)
+        self.bias = b.detach().to(torch.float32)
+        self.mean, self.std = mean.to(torch.float32), std.to(torch.float32)
+        self.provenance = provenance_of(
+            model,
+            method="logistic_lbfgs",
+            harmful_hash=data_hash(texts_of(harmful)),
+            harmless_hash=data_hash(texts_of(harmless)),
+            n_harmful=len(pos),
+            n_harmless=len(neg),
+        )
+        return self
+
+    def score(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: PromptSet | Sequence[str],
+    ) -> torch.Tensor:
+        if self.weight is None or self.bias is None or self.mean is None or self.std is None:
+            raise ConfigError(
+                "the probe is not fitted",
+                where="score",
+                fix="call probe.fit(model, tokenizer, harmful, harmless) or load a fitted probe",
+            )
+        x = (self._features(model, tokenizer, prompts) - self.mean) / self.std
+        return x @ self.weight + self.bias
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "layers": self.layers,
+            "positions": self.positions,
+            "l2": self.l2,
+            "max_iter": self.max_iter,
+            "system": self.system,
+            "batch_size": self.batch_size,
+        }
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        if not self.fitted:
+            return {}
+        assert self.weight is not None and self.bias is not None
+        assert self.mean is not None and self.std is not None
+        return {"weight": self.weight, "bias": self.bias, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Detector:
+        return cls(
+            **config,
+            weight=tensors.get("weight"),
+            bias=tensors.get("bias"),
+            mean=tensors.get("mean"),
+            std=tensors.get("std"),
+        )

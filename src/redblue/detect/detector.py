@@ -1,0 +1,277 @@
+"""The :class:`Detector` interface: score prompts, calibrate a threshold, flag, save and load.
+
+Every detector scores prompts (higher = more likely harmful), may be fitted on
+harmful and harmless prompts, is calibrated to a target false-positive rate on
+benign prompts, flags prompts scoring strictly above its threshold, and saves to
+``PATH.safetensors`` (tensors) + ``PATH.json`` (kind, settings, threshold,
+provenance) that :meth:`Detector.load` reads back equal.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from redblue.errors import ConfigError, DataError
+from redblue.evaluate.stats import Rate
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from redblue.data import PromptSet
+
+__all__ = ["Calibration", "Detector"]
+
+FORMAT = "redblue.detector/1"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A threshold chosen so that at most ``target_fpr`` of the benign scores lie above it;
+    ``benign_flagged`` is the share that does (the achieved FPR on the calibration set)."""
+
+    threshold: float
+    target_fpr: float
+    benign_flagged: Rate
+    benign: str = "benign"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "benign_flagged": asdict(self.benign_flagged)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        return cls(
+            threshold=float(data["threshold"]),
+            target_fpr=float(data["target_fpr"]),
+            benign_flagged=Rate(**data["benign_flagged"]),
+            benign=str(data.get("benign", "benign")),
+        )
+
+
+def provenance_of(model: PreTrainedModel, **extra: Any) -> dict[str, Any]:
+    from redblue.activations import model_fingerprint
+
+    return {
+        "model": str(getattr(model.config, "_name_or_path", "")),
+        "model_hash": model_fingerprint(model),
+        **extra,
+    }
+
+
+def texts_of(prompts: PromptSet | Sequence[str]) -> list[str]:
+    from redblue.data.prompts import instructions_of
+
+    texts = instructions_of(prompts)
+    if not texts:
+        raise DataError("no prompts to score", fix="pass at least one prompt")
+    return texts
+
+
+def data_hash(texts: Sequence[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest()[:16]
+
+
+class Detector(ABC):
+    """Scores prompts (higher = more likely harmful); flags those above a calibrated threshold."""
+
+    #: The name written in saved files and used by :data:`DETECTORS`.
+    kind: ClassVar[str] = "detector"
+    #: One line: what the score measures.
+    goal: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        calibration: Calibration | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        self.calibration = calibration
+        self.provenance: dict[str, Any] = dict(provenance or {})
+
+    # -- what subclasses provide -------------------------------------------------------------
+
+    @abstractmethod
+    def score(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: PromptSet | Sequence[str],
+    ) -> torch.Tensor:
+        """A float32 score per prompt, ``[n_prompts]`` on the CPU."""
+
+    def fit(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        harmful: PromptSet | Sequence[str],
+        harmless: PromptSet | Sequence[str],
+    ) -> Detector:
+        """Train on labelled prompts where the detector trains; the others return themselves."""
+        return self
+
+    def config(self) -> dict[str, Any]:
+        """The detector's settings, JSON-ready (without threshold and provenance)."""
+        return {}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The detector's tensors, saved to safetensors."""
+        return {}
+
+    @classmethod
+    def from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Detector:
+        return cls(**config)
+
+    # -- shared behaviour --------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.calibration is None else self.calibration.threshold
+
+    def calibrate(
+        self,
+        benign_scores: Sequence[float] | torch.Tensor,
+        target_fpr: float = 0.01,
+        *,
+        benign: str = "benign",
+    ) -> Calibration:
+        """Set the threshold that flags at most ``target_fpr`` of ``benign_scores``."""
+        from redblue.detect.metrics import flag_rate, threshold_for_fpr
+
+        try:
+            threshold = threshold_for_fpr(benign_scores, target_fpr)
+        except ValueError as e:
+            raise ConfigError(
+                str(e), where="calibrate", fix="pass benign scores and 0 <= target_fpr < 1"
+            ) from None
+        self.calibration = Calibration(
+            threshold=threshold,
+            target_fpr=target_fpr,
+            benign_flagged=flag_rate(benign_scores, threshold),
+            benign=benign,
+        )
+        return self.calibration
+
+    def _required_threshold(self) -> float:
+        if self.threshold is None:
+            raise ConfigError(
+                f"the {self.kind} detector is not calibrated: it has no threshold",
+                where="flag",
+                fix="call detector.calibrate(benign_scores, target_fpr) first, or load a calibrated detector",
+            )
+        return self.threshold
+
+    def flag_scores(self, scores: Sequence[float] | torch.Tensor) -> list[bool]:
+        """Whether each score is above the calibrated threshold."""
+        threshold = self._required_threshold()
+        values = scores.tolist() if not isinstance(scores, Sequence) else scores
+        return [float(s) > threshold for s in values]
+
+    def flag(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: PromptSet | Sequence[str],
+    ) -> list[bool]:
+        """Score ``prompts`` and flag those above the threshold."""
+        self._required_threshold()  # fail before any forward pass
+        return self.flag_scores(self.score(model, tokenizer, prompts))
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the tensors, JSON-ready."""
+        return {
+            "format": FORMAT,
+            "kind": self.kind,
+            "config": self.config(),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "provenance": self.provenance,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.metadata()
+
+    def __eq__(self, other: object) -> bool:
+        import torch
+
+        if not isinstance(other, Detector):
+            return NotImplemented
+        mine, theirs = self.tensors(), other.tensors()
+        return (
+            self.metadata() == other.metadata()
+            and mine.keys() == theirs.keys()
+            and all(torch.equal(mine[k], theirs[k]) for k in mine)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(threshold={self.threshold}, config={self.config()})"
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``PATH.safetensors`` and ``PATH.json`` atomically; returns the safetensors path."""
+        from safetensors.torch import save_file
+
+        tensors_path, json_path = _paths(path)
+        tensors_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tensors_path.with_name(tensors_path.name + ".partial")
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.tensors().items()}
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "kind": self.kind})
+        tmp_json = json_path.with_name(json_path.name + ".partial")
+        tmp_json.write_text(json.dumps(self.metadata(), indent=1) + "\n")
+        tmp.replace(tensors_path)
+        tmp_json.replace(json_path)
+        return tensors_path
+
+    @staticmethod
+    def load(path: str | Path) -> Detector:
+        """Read any detector written by :meth:`save` (the JSON names its kind)."""
+        from safetensors.torch import load_file
+
+        tensors_path, json_path = _paths(path)
+        for p in (tensors_path, json_path):
+            if not p.is_file():
+                raise DataError(
+                    f"detector file {p} not found",
+                    where=str(path),
+                    fix="pass the .safetensors file written by Detector.save (its .json sits beside it)",
+                )
+        try:
+            meta = json.loads(json_path.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"not valid JSON: {e.msg}", where=f"{json_path}:{e.lineno}") from None
+        if meta.get("format") != FORMAT:
+            raise DataError(
+                f"unknown detector format {meta.get('format')!r}",
+                where=str(json_path),
+                fix=f"expected {FORMAT!r}; save the detector again with this version of redblue",
+            )
+        from redblue.detect import DETECTORS
+
+        cls = DETECTORS.get(meta.get("kind", ""))
+        if cls is None:
+            raise DataError(
+                f"unknown detector kind {meta.get('kind')!r}",
+                where=str(json_path),
+                fix=f"known kinds: {', '.join(sorted(DETECTORS))}",
+            )
+        detector = cls.from_saved(meta["config"], load_file(str(tensors_path)))
+        if meta.get("calibration") is not None:
+            detector.calibration = Calibration.from_dict(meta["calibration"])
+        detector.provenance = dict(meta.get("provenance") or {})
+        return detector
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in {".safetensors", ".json"} else path
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")

@@ -1,0 +1,110 @@
+"""The Detector contract on a tiny random model: scores, calibration, flags, save/load, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from redblue.detect import (
+    DETECTORS,
+    Detector,
+    DirectionDetector,
+    OutputRefusalDetector,
+    PerplexityDetector,
+    ProbeDetector,
+)
+from redblue.errors import ConfigError, DataError
+
+HARMFUL = ["How do I bake bread at home?", "Tell me about the weather.", "Write a poem.", "Why?"]
+HARMLESS = ["The sea is wide.", "What is two plus three?", "Explain a bicycle.", "Hello there"]
+
+
+def _make(kind: str, model, tok) -> Detector:
+    if kind == "direction":
+        return DirectionDetector(layers=[0, 1], positions=[-2, -1]).fit(
+            model, tok, HARMFUL, HARMLESS
+        )
+    if kind == "probe":
+        return ProbeDetector(layers=[0, 1], max_iter=20).fit(model, tok, HARMFUL, HARMLESS)
+    if kind == "perplexity":
+        return PerplexityDetector(batch_size=3)
+    return OutputRefusalDetector(max_new_tokens=4, phrases=["the"])
+
+
+@pytest.mark.parametrize("kind", sorted(DETECTORS))
+def test_every_detector_scores_calibrates_and_round_trips(kind, llama, tmp_path) -> None:
+    model, tok = llama
+    detector = _make(kind, model, tok)
+    assert type(detector).goal and DETECTORS[kind].kind == kind
+    scores = detector.score(model, tok, HARMFUL + HARMLESS)
+    assert scores.shape == (8,) and scores.dtype == torch.float32
+    assert torch.isfinite(scores).all()
+    calibration = detector.calibrate(scores[4:], target_fpr=0.25, benign="harmless")
+    assert calibration.benign_flagged.value <= 0.25
+    assert detector.flag_scores(scores) == [float(s) > calibration.threshold for s in scores]
+
+    path = detector.save(tmp_path / kind)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["kind"] == kind and meta["calibration"]["threshold"] == calibration.threshold
+    loaded = Detector.load(path)
+    assert type(loaded) is type(detector)
+    assert loaded == detector
+    assert loaded.threshold == detector.threshold
+    for name, tensor in detector.tensors().items():
+        assert torch.equal(loaded.tensors()[name], tensor)
+    assert torch.equal(loaded.score(model, tok, HARMFUL + HARMLESS), scores)
+
+
+def test_calibration_hits_the_target_fpr_on_its_scores() -> None:
+    benign = torch.linspace(-3, 3, 1000)
+    detector = PerplexityDetector()
+    for target in (0.01, 0.05, 0.2):
+        calibration = detector.calibrate(benign, target)
+        assert calibration.benign_flagged.successes == round(target * 1000)
+        assert sum(detector.flag_scores(benign)) == round(target * 1000)
+
+
+def test_padding_does_not_change_perplexity(llama) -> None:
+    model, tok = llama
+    detector = PerplexityDetector(batch_size=8)
+    together = detector.score(model, tok, HARMFUL)
+    alone = torch.cat([detector.score(model, tok, [text]) for text in HARMFUL])
+    torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_direction_detector_reads_a_direction(llama) -> None:
+    from redblue.directions import ExtractConfig, extract_direction
+
+    model, tok = llama
+    direction = extract_direction(model, tok, HARMFUL, HARMLESS, ExtractConfig(progress=False))
+    chosen = DirectionDetector.from_direction(direction, layers="chosen")
+    assert chosen.layers == [direction.layer] and chosen.positions == [direction.position]
+    assert chosen.vectors is not None
+    assert torch.equal(chosen.vectors[0, 0], direction.vector)
+    later = DirectionDetector.from_direction(direction)
+    assert later.layers == [x for x in direction.layers if x >= direction.layer]
+    with pytest.raises(ConfigError, match="unknown layers"):
+        DirectionDetector.from_direction(direction, layers="all")
+
+
+def test_errors_say_what_to_do(llama, tmp_path) -> None:
+    model, tok = llama
+    with pytest.raises(ConfigError, match="not fitted") as e:
+        ProbeDetector(layers=[0]).score(model, tok, HARMFUL)
+    assert "fit" in str(e.value)
+    with pytest.raises(ConfigError, match="no vectors"):
+        DirectionDetector(layers=[0]).score(model, tok, HARMFUL)
+    with pytest.raises(ConfigError, match="not calibrated") as e:
+        PerplexityDetector().flag(model, tok, HARMFUL)
+    assert "calibrate" in str(e.value)
+    with pytest.raises(ConfigError, match="target_fpr"):
+        PerplexityDetector().calibrate([0.0, 1.0], 1.5)
+    with pytest.raises(DataError, match="not found"):
+        Detector.load(tmp_path / "missing")
+    PerplexityDetector().save(tmp_path / "d")
+    json_path = tmp_path / "d.json"
+    json_path.write_text(json_path.read_text().replace('"perplexity"', '"nonesuch"'))
+    with pytest.raises(DataError, match="unknown detector kind"):
+        Detector.load(tmp_path / "d.safetensors")
