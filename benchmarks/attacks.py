@@ -37,7 +37,7 @@ PLAN: dict[str, tuple[str, dict[str, Any], str]] = {
         {"source": "organism:unseen"},
         "> baseline",
     ),
-    "templates (PyRIT, 20 sampled)": (
+    "templates (PyRIT, sampled)": (
         "templates",
         {"source": str(SHARED / "jailbreak_templates" / "pyrit"), "n_templates": 20},
         "report",
@@ -70,6 +70,8 @@ REAL_MODEL: dict[str, dict[str, Any]] = {
     "embedding": {"num_steps": 50},
     "finetune": {"data": str(SHARED / "advbench" / "advbench.csv"), "steps": 20},
 }
+#: The same, by row label.
+REAL_MODEL_ROWS: dict[str, dict[str, Any]] = {"templates (PyRIT, sampled)": {"n_templates": 5}}
 
 
 def prompts_and_judge(spec: str, n: int, seed: int) -> tuple[Any, Any, bool]:
@@ -118,7 +120,7 @@ def main() -> None:
             continue
         cls = ATTACKS[attack_name]
         if not organism:
-            overrides = overrides | REAL_MODEL.get(attack_name, {})
+            overrides = overrides | REAL_MODEL.get(attack_name, {}) | REAL_MODEL_ROWS.get(label, {})
         config = load_config(
             cls, None, max_new_tokens=args.max_new_tokens, seed=args.seed, **overrides
         )
