@@ -24,3 +24,60 @@ def write_json(path: Path, data: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def paired_paths(path: str | Path) -> tuple[Path, Path]:
+    """``PATH.safetensors`` and ``PATH.json`` for ``path`` given with either suffix or none."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in {".safetensors", ".json"} else path
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def save_paired(
+    path: str | Path,
+    tensors: dict[str, Any],
+    metadata: dict[str, Any],
+    *,
+    header: dict[str, str],
+) -> Path:
+    """Write tensors to ``PATH.safetensors`` (with ``header`` as its metadata) and ``metadata``
+    to ``PATH.json``, each through a temporary file and a rename; returns the tensors' path."""
+    from safetensors.torch import save_file
+
+    tensors_path, json_path = paired_paths(path)
+    tensors_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tensors_path.with_name(tensors_path.name + ".partial")
+    save_file(
+        {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+        str(tmp),
+        metadata=header,
+    )
+    tmp_json = json_path.with_name(json_path.name + ".partial")
+    tmp_json.write_text(json.dumps(metadata, indent=1) + "\n")
+    tmp.replace(tensors_path)
+    tmp_json.replace(json_path)
+    return tensors_path
+
+
+def load_paired(
+    path: str | Path, *, what: str, format: str, fix_missing: str, fix_format: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read what :func:`save_paired` wrote: ``(tensors, metadata)``, checking that both files
+    exist and that the JSON's ``format`` is ``format``; errors name the file."""
+    from safetensors.torch import load_file
+
+    from redblue.errors import DataError
+
+    tensors_path, json_path = paired_paths(path)
+    for p in (tensors_path, json_path):
+        if not p.is_file():
+            raise DataError(f"{what} file {p} not found", where=str(path), fix=fix_missing)
+    try:
+        meta = json.loads(json_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON: {e.msg}", where=f"{json_path}:{e.lineno}") from None
+    if meta.get("format") != format:
+        raise DataError(
+            f"unknown {what} format {meta.get('format')!r}", where=str(json_path), fix=fix_format
+        )
+    return load_file(str(tensors_path)), meta

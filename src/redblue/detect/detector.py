@@ -219,59 +219,34 @@ class Detector(ABC):
 
     def save(self, path: str | Path) -> Path:
         """Write ``PATH.safetensors`` and ``PATH.json`` atomically; returns the safetensors path."""
-        from safetensors.torch import save_file
+        from redblue.io import save_paired
 
-        tensors_path, json_path = _paths(path)
-        tensors_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tensors_path.with_name(tensors_path.name + ".partial")
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.tensors().items()}
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "kind": self.kind})
-        tmp_json = json_path.with_name(json_path.name + ".partial")
-        tmp_json.write_text(json.dumps(self.metadata(), indent=1) + "\n")
-        tmp.replace(tensors_path)
-        tmp_json.replace(json_path)
-        return tensors_path
+        header = {"format": FORMAT, "kind": self.kind}
+        return save_paired(path, self.tensors(), self.metadata(), header=header)
 
     @staticmethod
     def load(path: str | Path) -> Detector:
         """Read any detector written by :meth:`save` (the JSON names its kind)."""
-        from safetensors.torch import load_file
+        from redblue.io import load_paired, paired_paths
 
-        tensors_path, json_path = _paths(path)
-        for p in (tensors_path, json_path):
-            if not p.is_file():
-                raise DataError(
-                    f"detector file {p} not found",
-                    where=str(path),
-                    fix="pass the .safetensors file written by Detector.save (its .json sits beside it)",
-                )
-        try:
-            meta = json.loads(json_path.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON: {e.msg}", where=f"{json_path}:{e.lineno}") from None
-        if meta.get("format") != FORMAT:
-            raise DataError(
-                f"unknown detector format {meta.get('format')!r}",
-                where=str(json_path),
-                fix=f"expected {FORMAT!r}; save the detector again with this version of redblue",
-            )
+        tensors, meta = load_paired(
+            path,
+            what="detector",
+            format=FORMAT,
+            fix_missing="pass the .safetensors file written by Detector.save (its .json sits beside it)",
+            fix_format=f"expected {FORMAT!r}; save the detector again with this version of redblue",
+        )
         from redblue.detect import DETECTORS
 
         cls = DETECTORS.get(meta.get("kind", ""))
         if cls is None:
             raise DataError(
                 f"unknown detector kind {meta.get('kind')!r}",
-                where=str(json_path),
+                where=str(paired_paths(path)[1]),
                 fix=f"known kinds: {', '.join(sorted(DETECTORS))}",
             )
-        detector = cls.from_saved(meta["config"], load_file(str(tensors_path)))
+        detector = cls.from_saved(meta["config"], tensors)
         if meta.get("calibration") is not None:
             detector.calibration = Calibration.from_dict(meta["calibration"])
         detector.provenance = dict(meta.get("provenance") or {})
         return detector
-
-
-def _paths(path: str | Path) -> tuple[Path, Path]:
-    path = Path(path)
-    stem = path.with_suffix("") if path.suffix in {".safetensors", ".json"} else path
-    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from redblue.errors import DataError
 
 if TYPE_CHECKING:
     import torch
@@ -137,46 +134,24 @@ class Direction:
 
         ``path`` may end in ``.safetensors`` or have no suffix; returns the safetensors path.
         """
-        from safetensors.torch import save_file
+        from redblue.io import save_paired
 
-        tensors_path, json_path = _paths(path)
-        tensors_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tensors_path.with_name(tensors_path.name + ".partial")
-        save_file(
-            {"vectors": self.vectors.contiguous(), "norms": self.norms.contiguous()},
-            str(tmp),
-            metadata={"format": FORMAT},
-        )
-        tmp_json = json_path.with_name(json_path.name + ".partial")
-        tmp_json.write_text(json.dumps(self.metadata(), indent=1) + "\n")
-        tmp.replace(tensors_path)
-        tmp_json.replace(json_path)
-        return tensors_path
+        tensors = {"vectors": self.vectors, "norms": self.norms}
+        return save_paired(path, tensors, self.metadata(), header={"format": FORMAT})
 
     @classmethod
     def load(cls, path: str | Path) -> Direction:
         """Read a direction written by :meth:`save`."""
-        from safetensors.torch import load_file
+        from redblue.io import load_paired
 
-        tensors_path, json_path = _paths(path)
-        for p in (tensors_path, json_path):
-            if not p.is_file():
-                raise DataError(
-                    f"direction file {p} not found",
-                    where=str(path),
-                    fix="pass the .safetensors file written by `redblue direction extract` (its .json sits beside it)",
-                )
-        try:
-            meta = json.loads(json_path.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON: {e.msg}", where=f"{json_path}:{e.lineno}") from None
-        if meta.get("format") != FORMAT:
-            raise DataError(
-                f"unknown direction format {meta.get('format')!r}",
-                where=str(json_path),
-                fix=f"expected {FORMAT!r}; re-extract the direction with this version of redblue",
-            )
-        tensors = load_file(str(tensors_path))
+        tensors, meta = load_paired(
+            path,
+            what="direction",
+            format=FORMAT,
+            fix_missing="pass the .safetensors file written by `redblue direction extract` "
+            "(its .json sits beside it)",
+            fix_format=f"expected {FORMAT!r}; re-extract the direction with this version of redblue",
+        )
         return cls(
             vectors=tensors["vectors"],
             norms=tensors["norms"],
@@ -188,9 +163,3 @@ class Direction:
             chosen_by=meta["chosen_by"],
             skipped=[(int(a), int(b)) for a, b in meta["skipped"]],
         )
-
-
-def _paths(path: str | Path) -> tuple[Path, Path]:
-    path = Path(path)
-    stem = path.with_suffix("") if path.suffix in {".safetensors", ".json"} else path
-    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
