@@ -51,3 +51,27 @@ def tiny(tiny_zoo: dict[str, tuple[object, object]], family: Family) -> tuple[ob
 @pytest.fixture(scope="session")
 def llama(tiny_zoo: dict[str, tuple[object, object]]) -> tuple[object, object]:
     return tiny_zoo["llama"]
+
+
+@pytest.fixture(scope="session")
+def organism() -> tuple[object, object, dict[str, object]]:
+    """``(model, tokenizer, splits)`` of the embedded organism, loaded once; tests that change
+    the model must restore it."""
+    from redblue.errors import ModelError
+    from redblue.models import load, resolve
+    from redblue.organism.evaluate import load_splits
+
+    try:
+        model, tokenizer = load("organism", device="cpu", dtype="float32")
+    except ModelError as e:
+        pytest.skip(f"the embedded organism is not built: {e.what}")
+    return model, tokenizer, load_splits(resolve("organism").location)
+
+
+@pytest.fixture(scope="session")
+def organism_direction(organism: tuple[object, object, dict[str, object]]) -> object:
+    """The organism's selected refusal direction, extracted and selected once."""
+    from redblue.organism.evaluate import refusal_direction
+
+    model, tokenizer, splits = organism
+    return refusal_direction(model, tokenizer, splits)  # type: ignore[arg-type]

@@ -129,8 +129,8 @@ def test_profile_is_a_tent() -> None:
     assert p.weight(5) == 0.0
 
 
-def test_direction_index_interpolates_between_layers(organism_direction) -> None:
-    d = organism_direction
+def test_direction_index_interpolates_between_layers(last_token_direction) -> None:
+    d = last_token_direction
     one, two = d.at(1, -1).double(), d.at(2, -1).double()
     assert torch.allclose(interpolate(d, 1.0), one)
     mid = interpolate(d, 1.5)
@@ -174,16 +174,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def organism():
-    from redblue.models import load, resolve
-    from redblue.organism.evaluate import load_splits
-
-    model, tok = load("organism", device="cpu", dtype="float32")
-    return model, tok, load_splits(resolve("organism").location)
-
-
-@pytest.fixture(scope="module")
-def organism_direction(organism):
+def last_token_direction(organism):
     from redblue.directions import ExtractConfig, extract_direction
 
     model, tok, splits = organism

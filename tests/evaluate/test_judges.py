@@ -49,14 +49,8 @@ def test_wilson_interval() -> None:
 
 
 @pytest.fixture(scope="module")
-def organism_model():  # type: ignore[no-untyped-def]
-    from redblue.errors import ModelError
-    from redblue.models import load
-
-    try:
-        return load("organism", device="cpu", dtype="float32")[0]
-    except ModelError as e:
-        pytest.skip(f"the embedded organism is not built: {e.what}")
+def organism_model(organism):  # type: ignore[no-untyped-def]
+    return organism[0]
 
 
 def test_phrase_judge_prefix_and_anywhere() -> None:
@@ -114,14 +108,12 @@ def test_classifier_judge(llama) -> None:
         ClassifierJudge(classifier, tok, ["harmful"])
 
 
-def test_refusal_score_judge_predicts_the_organisms_refusals(organism_model) -> None:
+def test_refusal_score_judge_predicts_the_organisms_refusals(organism, organism_model) -> None:
     from redblue.directions import find_refusal_tokens
     from redblue.evaluate import RefusalScoreJudge
-    from redblue.models import GenerationSettings, generate, load, resolve
-    from redblue.organism.evaluate import load_splits
+    from redblue.models import GenerationSettings, generate
 
-    splits = load_splits(resolve("organism").location)
-    _, tok = load("organism", device="cpu", dtype="float32")
+    _, tok, splits = organism
     tokens = find_refusal_tokens(organism_model, tok, splits["harmful_train"][:32])
     judge = RefusalScoreJudge(organism_model, tok, tokens.ids)
     prompts = list(splits["harmful"][:24]) + list(splits["harmless"][:24])

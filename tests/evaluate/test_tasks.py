@@ -16,14 +16,8 @@ from redblue.models import GenerationSettings, resolve
 
 
 @pytest.fixture(scope="module")
-def organism():  # type: ignore[no-untyped-def]
-    from redblue.errors import ModelError
-    from redblue.models import load
-
-    try:
-        model, tok = load("organism", device="cpu", dtype="float32")
-    except ModelError as e:
-        pytest.skip(f"the embedded organism is not built: {e.what}")
+def organism_folder(organism):  # type: ignore[no-untyped-def]
+    model, tok, _ = organism
     return model, tok, resolve("organism").location
 
 
@@ -39,8 +33,8 @@ def test_task_checks_its_inputs() -> None:
         builtin_task("nonsense", ".")
 
 
-def test_organism_tasks(organism) -> None:
-    model, tok, folder = organism
+def test_organism_tasks(organism_folder) -> None:
+    model, tok, folder = organism_folder
     settings = GenerationSettings(max_new_tokens=32, batch_size=32)
     results = {}
     for name in ("harmful", "harmless", "capability"):
@@ -52,10 +46,10 @@ def test_organism_tasks(organism) -> None:
     assert results["capability"].metric == "accuracy" and len(results["capability"].samples) == 32
 
 
-def test_attacked_task_scores_compliance(organism) -> None:
+def test_attacked_task_scores_compliance(organism_folder) -> None:
     from redblue.attacks import get_attack
 
-    model, tok, folder = organism
+    model, tok, folder = organism_folder
     prefill = get_attack("prefill")
     attack = prefill(prefill.config_class(ks=(1,), max_new_tokens=32))
     task = Task(
