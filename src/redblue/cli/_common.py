@@ -41,11 +41,14 @@ def load_model(
     return model, tokenizer
 
 
-def prompt_set(cfg: Settings, given: str | None, kind: str) -> tuple[PromptSet, str]:
+def prompt_set(
+    cfg: Settings, given: str | None, kind: str, *, held_out: bool = False
+) -> tuple[PromptSet, str]:
     """The prompt set ``given`` on the command line, or a default for ``kind`` (harmful/harmless).
 
-    Defaults: the model's own training split (``splits/KIND_train.jsonl`` beside an
-    organism's weights), else the built-in demo set. Returns the set and where it came from.
+    Defaults: the model's own split beside an organism's weights (``splits/KIND_train.jsonl``,
+    or the held-out ``splits/KIND.jsonl`` with ``held_out``), else the built-in demo set.
+    Returns the set and where it came from.
     """
     from redblue.data import PromptSet, load_prompts
     from redblue.data.builtin import builtin
@@ -58,7 +61,8 @@ def prompt_set(cfg: Settings, given: str | None, kind: str) -> tuple[PromptSet, 
         return load_prompts(given), given
     try:
         source = resolve(cfg.model)
-        split = Path(source.location) / "splits" / f"{kind}_train.jsonl"
+        name = f"{kind}.jsonl" if held_out else f"{kind}_train.jsonl"
+        split = Path(source.location) / "splits" / name
         if source.kind != "hub" and split.is_file():
             return PromptSet.from_jsonl(split), str(split)
     except ModelError:

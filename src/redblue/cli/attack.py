@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from redblue.cli._common import load_model, settings
+from redblue.cli._common import prompt_set as default_or_given
 
 app = typer.Typer(help="Red-team a model: list the attacks, run one.", no_args_is_help=True)
 
@@ -68,23 +69,6 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
     return values
 
 
-def _default_prompts(model_spec: str) -> tuple[Any, str]:
-    """Held-out harmful prompts beside an organism (``splits/harmful.jsonl``), else the demo set."""
-    from redblue.data import PromptSet
-    from redblue.data.builtin import builtin
-    from redblue.errors import ModelError
-    from redblue.models import resolve
-
-    try:
-        source = resolve(model_spec)
-        split = Path(source.location) / "splits" / "harmful.jsonl"
-        if source.kind != "hub" and split.is_file():
-            return PromptSet.from_jsonl(split), str(split)
-    except ModelError:
-        pass
-    return builtin("demo_harmful"), "builtin:demo_harmful"
-
-
 @app.command("run")
 def run(
     ctx: typer.Context,
@@ -139,8 +123,6 @@ def run(
 
     from redblue.attacks import get_attack, load_config, run_attack
     from redblue.attacks.record import attack_spec, record_attack
-    from redblue.data import load_prompts
-    from redblue.data.builtin import builtin
     from redblue.evaluate import make_judge
     from redblue.evaluate.store import RunStore
 
@@ -151,12 +133,7 @@ def run(
     attack_cls = get_attack(name)
     overrides = {"seed": cfg.seed} | _parse_sets(set_ or [])
     attack = attack_cls(load_config(attack_cls, config, **overrides))
-    if prompts is None:
-        prompt_set, where = _default_prompts(cfg.model)
-    elif prompts.startswith("builtin:"):
-        prompt_set, where = builtin(prompts.removeprefix("builtin:")), prompts
-    else:
-        prompt_set, where = load_prompts(prompts), prompts
+    prompt_set, where = default_or_given(cfg, prompts, "harmful", held_out=True)
     if n is not None:
         prompt_set = prompt_set[:n]
     folder = out or cfg.out / f"attack-{name}"
