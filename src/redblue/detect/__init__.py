@@ -2,8 +2,9 @@
 
 ``DirectionDetector`` (projection on the refusal direction) and ``ProbeDetector``
 (multi-layer logistic probe) read post-instruction activations;
-``PerplexityDetector`` and ``OutputRefusalDetector`` are the baselines users
-would otherwise reach for. Each is calibrated to a target false-positive rate
+``PerplexityDetector``, ``EmbeddingDetector`` (a classifier on sentence
+embeddings) and ``OutputRefusalDetector`` are the baselines users would
+otherwise reach for. Each is calibrated to a target false-positive rate
 on benign prompts and saves with its threshold (safetensors + JSON);
 :mod:`redblue.detect.metrics` measures AUROC and TPR at fixed FPR.
 """
@@ -11,6 +12,7 @@ on benign prompts and saves with its threshold (safetensors + JSON);
 from redblue.detect.activation import DirectionDetector, ProbeDetector
 from redblue.detect.baselines import OutputRefusalDetector, PerplexityDetector
 from redblue.detect.detector import Calibration, Detector
+from redblue.detect.embedding import EmbeddingDetector
 from redblue.detect.metrics import (
     DetectionResult,
     RocCurve,
@@ -25,7 +27,13 @@ from redblue.detect.metrics import (
 #: Every detector kind, by the name saved in its JSON.
 DETECTORS: dict[str, type[Detector]] = {
     cls.kind: cls
-    for cls in (DirectionDetector, ProbeDetector, PerplexityDetector, OutputRefusalDetector)
+    for cls in (
+        DirectionDetector,
+        ProbeDetector,
+        PerplexityDetector,
+        EmbeddingDetector,
+        OutputRefusalDetector,
+    )
 }
 
 __all__ = [
@@ -34,6 +42,7 @@ __all__ = [
     "DetectionResult",
     "Detector",
     "DirectionDetector",
+    "EmbeddingDetector",
     "OutputRefusalDetector",
     "PerplexityDetector",
     "ProbeDetector",
