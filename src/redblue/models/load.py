@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,12 +213,18 @@ def load(
 
 
 def export(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: str | os.PathLike[str]
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out: str | os.PathLike[str],
+    *,
+    carry: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Write ``model`` and ``tokenizer`` as a plain HF folder (safetensors) that any tool loads.
 
     Works for GGUF-loaded models too: their weights are copied into a fresh model
     of the same config, since transformers refuses to ``save_pretrained`` them.
+    ``carry`` names files or folders copied in beside the weights (an organism's
+    ``organism.json`` and ``splits/``, so that its judge and tasks still work).
     The folder appears complete or not at all.
     """
     import shutil
@@ -238,6 +244,11 @@ def export(
     try:
         fresh.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        for item in map(Path, carry):
+            if item.is_dir():
+                shutil.copytree(item, tmp / item.name)
+            elif item.is_file():
+                shutil.copy2(item, tmp / item.name)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
