@@ -4,6 +4,10 @@
   refusal direction, averaged over the chosen layers and positions; no training.
 * :class:`ProbeDetector`: logistic regression (L2, L-BFGS in torch) on the
   standardised activations of several layers and positions, concatenated.
+
+Both also score activations read elsewhere (:meth:`DirectionDetector.score_activations`,
+:meth:`ProbeDetector.score_activations`): the guard server captures them from the
+forward pass that serves a request, so detection costs no extra pass.
 """
 
 from __future__ import annotations
@@ -46,6 +50,19 @@ def _activations(
         batch_size=batch_size,
         progress=False,
     ).values
+
+
+def _check_shape(
+    acts: torch.Tensor, layers: Sequence[int], positions: Sequence[int], d_model: int
+) -> None:
+    expected = (len(layers), len(positions), d_model)
+    if acts.dim() != 4 or tuple(acts.shape[1:]) != expected:
+        raise ConfigError(
+            f"activations must be [n_prompts, n_layers={expected[0]}, n_positions={expected[1]}, "
+            f"d_model={expected[2]}], got {tuple(acts.shape)}",
+            where="score_activations",
+            fix=f"read the residual stream entering layers {list(layers)} at positions {list(positions)}",
+        )
 
 
 class DirectionDetector(Detector):
@@ -162,18 +179,31 @@ class DirectionDetector(Detector):
         tokenizer: PreTrainedTokenizerBase,
         prompts: PromptSet | Sequence[str],
     ) -> torch.Tensor:
-        import torch
+        self._required_vectors()
+        return self.score_activations(
+            _activations(
+                model, tokenizer, prompts, self.layers, self.positions, self.system, self.batch_size
+            )
+        )
 
+    def _required_vectors(self) -> torch.Tensor:
         if self.vectors is None:
             raise ConfigError(
                 "the direction detector has no vectors",
                 where="score",
                 fix="build it with DirectionDetector.from_direction(direction) or call fit(...)",
             )
-        acts = _activations(
-            model, tokenizer, prompts, self.layers, self.positions, self.system, self.batch_size
-        )
-        proj = torch.einsum("nlpd,pld->n", acts, self.vectors.to(acts.dtype))
+        return self.vectors
+
+    def score_activations(self, acts: torch.Tensor) -> torch.Tensor:
+        """Scores ``[n_prompts]`` from activations already read at this detector's ``layers``
+        and ``positions``: ``acts`` is ``[n_prompts, n_layers, n_positions, d_model]``."""
+        import torch
+
+        vectors = self._required_vectors()
+        _check_shape(acts, self.layers, self.positions, int(vectors.shape[-1]))
+        acts = acts.to("cpu", torch.float32)
+        proj = torch.einsum("nlpd,pld->n", acts, vectors.to(acts.dtype))
         return proj / (len(self.layers) * len(self.positions))
 
     def config(self) -> dict[str, Any]:
@@ -296,14 +326,32 @@ class ProbeDetector(Detector):
         tokenizer: PreTrainedTokenizerBase,
         prompts: PromptSet | Sequence[str],
     ) -> torch.Tensor:
+        self._required_fit()
+        return self.score_activations(
+            _activations(
+                model, tokenizer, prompts, self.layers, self.positions, self.system, self.batch_size
+            )
+        )
+
+    def _required_fit(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.weight is None or self.bias is None or self.mean is None or self.std is None:
             raise ConfigError(
                 "the probe is not fitted",
                 where="score",
                 fix="call probe.fit(model, tokenizer, harmful, harmless) or load a fitted probe",
             )
-        x = (self._features(model, tokenizer, prompts) - self.mean) / self.std
-        return x @ self.weight + self.bias
+        return self.weight, self.bias, self.mean, self.std
+
+    def score_activations(self, acts: torch.Tensor) -> torch.Tensor:
+        """The probe's logits ``[n_prompts]`` from activations already read at its ``layers``
+        and ``positions``: ``acts`` is ``[n_prompts, n_layers, n_positions, d_model]``."""
+        import torch
+
+        weight, bias, mean, std = self._required_fit()
+        d_model = int(weight.shape[0]) // (len(self.layers) * len(self.positions))
+        _check_shape(acts, self.layers, self.positions, d_model)
+        x = acts.to("cpu", torch.float32).reshape(acts.shape[0], -1)
+        return ((x - mean) / std) @ weight + bias
 
     def config(self) -> dict[str, Any]:
         return {
