@@ -26,12 +26,13 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from fastapi import FastAPI, Request
+
 from redblue.guard.config import GuardConfig
 from redblue.guard.engine import Answer, Decision, Guard, Job, RequestError
 from redblue.guard.schema import ChatRequest, error_body
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI, Request
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from redblue.detect import Detector
