@@ -96,6 +96,7 @@ def _register() -> None:
         demo,
         direction,
         evaluate,
+        guard,
         models,
         organism,
         report,
@@ -110,6 +111,7 @@ def _register() -> None:
     app.add_typer(steer.app, name="steer")
     app.add_typer(attack.app, name="attack")
     app.add_typer(runs.app, name="runs")
+    app.add_typer(guard.app, name="guard")
     app.command(name="eval")(evaluate.evaluate)
     app.command(name="report")(report.report)
     app.command(name="orthogonalize")(steer.orthogonalize)
