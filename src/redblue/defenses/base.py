@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -414,21 +415,23 @@ def defend(
 
     frozen = None
     train_model: Any = model
-    if args.lora:
-        from peft import get_peft_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecations, seen by peft
+        if args.lora:
+            from peft import get_peft_model
 
-        train_model = get_peft_model(model, lora_config(model, args))
-    else:
-        import copy
+            train_model = get_peft_model(model, lora_config(model, args))
+        else:
+            import copy
 
-        frozen = copy.deepcopy(model).eval().requires_grad_(False)
-    trainer = cls(
-        model=train_model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=collate_streams(pad_token_id(tokenizer)),
-        frozen=frozen,
-    )
+            frozen = copy.deepcopy(model).eval().requires_grad_(False)
+        trainer = cls(
+            model=train_model,
+            args=args,
+            train_dataset=dataset,
+            data_collator=collate_streams(pad_token_id(tokenizer)),
+            frozen=frozen,
+        )
     if progress:
         from transformers.trainer_callback import PrinterCallback
 
@@ -436,7 +439,8 @@ def defend(
         trainer.add_callback(_ProgressCallback(f"defence {cls.name}"))
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
     start = time.perf_counter()
-    with torch.enable_grad():
+    with torch.enable_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - start
     losses = [

@@ -192,11 +192,17 @@ def encode_example(
         tokenizer, example.prompt, system=system, prefill=example.prefix + example.answer
     )
     n_prompt = len(full.input_ids) - full.n_prefill
-    if example.prefix:
+    if not example.prefix:
+        n_context = n_prompt
+    elif getattr(tokenizer, "is_fast", False):
+        # the first token that reaches into the answer (BPE may merge it with the prefix's end)
+        boundary = len(full.text) - len(example.answer)
+        offsets = tokenizer(full.text, add_special_tokens=False, return_offsets_mapping=True)
+        ends = [end for _start, end in offsets["offset_mapping"]]
+        n_context = next((i for i, end in enumerate(ends) if end > boundary), len(ends))
+    else:
         with_prefix = encode_chat(tokenizer, example.prompt, system=system, prefill=example.prefix)
         n_context = len(with_prefix.input_ids)
-    else:
-        n_context = n_prompt
     eos = [int(tokenizer.eos_token_id)] if tokenizer.eos_token_id is not None else []
     ids = full.input_ids + eos
     labels = [-100] * n_context + ids[n_context:]
