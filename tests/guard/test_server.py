@@ -237,3 +237,21 @@ def test_one_json_log_line_per_decision_without_the_prompt(guarded, caplog, log_
     assert {"time", "latency_s", "prompt_tokens", "completion_tokens"} <= set(record)
     assert (fired[0] in lines[0]) == log_prompts
     assert TOKEN not in lines[0]
+
+
+def test_an_error_in_the_model_answers_500_as_json(guarded) -> None:
+    model, tok, _, detector, _, quiet = guarded
+
+    def boom(module, args):
+        raise RuntimeError("simulated failure")
+
+    app = create_app(model, tok, detector, _config())
+    with serving(app) as client:
+        handle = model.register_forward_pre_hook(boom)
+        try:
+            status, _, body = client.chat(quiet[0], max_tokens=N)
+        finally:
+            handle.remove()
+        assert status == 500 and body["error"]["type"] == "server_error"
+        assert "simulated" not in body["error"]["message"]
+        assert client.chat(quiet[0], max_tokens=N)[0] == 200  # the worker survives

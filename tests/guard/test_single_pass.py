@@ -94,3 +94,14 @@ def test_a_perplexity_detector_falls_back_to_its_own_score(organism) -> None:
     )
     assert not answer.decision.single_pass
     assert answer.decision.score == pytest.approx(float(detector.score(model, tok, [prompt])[0]))
+
+
+def test_steer_can_use_the_vector_inside_a_direction_detector(guarded) -> None:
+    from redblue.errors import ConfigError
+
+    model, tok, _, detector, fired, _ = guarded
+    with pytest.raises(ConfigError, match="steer-norm"):
+        Guard(model, tok, detector, GuardConfig(policy="steer"))
+    guard = Guard(model, tok, detector, GuardConfig(policy="steer", steer_norm=8.0))
+    answer = guard.run(Job([("user", fired[0])], max_new_tokens=4))
+    assert answer.decision.action == "steered"

@@ -294,6 +294,8 @@ def create_app(
             raise timeout() from None
         except RequestError as e:
             raise GuardHTTPError(400, str(e), param=e.param) from None
+        except Exception as e:
+            raise failed(request_id, started, e, extra) from None
         if answer.timed_out:
             log(request_id, answer.decision, 504, started, **extra)
             raise timeout()
@@ -327,6 +329,16 @@ def create_app(
         if (field := redblue_field(answer.decision)) is not None:
             body["redblue"] = field
         return JSONResponse(body, headers={"x-request-id": request_id})
+
+    def failed(
+        request_id: str, started: float, error: Exception, extra: dict[str, Any]
+    ) -> GuardHTTPError:
+        """A 500 for an error in the worker (logged with its traceback, never sent)."""
+        logger.error("request %s failed", request_id, exc_info=error)
+        log(request_id, None, 500, started, error=type(error).__name__, **extra)
+        return GuardHTTPError(
+            500, f"the model failed to answer (request {request_id})", kind="server_error"
+        )
 
     def timeout() -> GuardHTTPError:
         return GuardHTTPError(
@@ -363,6 +375,8 @@ def create_app(
                 answer = future.result()
             except RequestError as e:
                 raise GuardHTTPError(400, str(e), param=e.param) from None
+            except Exception as e:
+                raise failed(request_id, started, e, extra) from None
             log(request_id, answer.decision, 504, started, **extra)
             raise timeout()
         decision: Decision = first
@@ -389,7 +403,13 @@ def create_app(
                         yield chunk({"content": value})
                     elif kind == "done":
                         break
-                answer = future.result()
+                try:
+                    answer = future.result()
+                except Exception as e:  # headers are sent: report in the stream
+                    error = failed(request_id, started, e, extra)
+                    yield f"data: {json.dumps(error_body(error.message, error.kind))}\n\n"
+                    yield "data: [DONE]\n\n"
+                    return
                 status = 504 if answer.timed_out else 200
                 log(
                     request_id,
