@@ -94,6 +94,7 @@ def _register() -> None:
         attack,
         data,
         demo,
+        detect,
         direction,
         evaluate,
         guard,
@@ -112,6 +113,7 @@ def _register() -> None:
     app.add_typer(attack.app, name="attack")
     app.add_typer(runs.app, name="runs")
     app.add_typer(guard.app, name="guard")
+    app.add_typer(detect.app, name="detect")
     app.command(name="eval")(evaluate.evaluate)
     app.command(name="report")(report.report)
     app.command(name="orthogonalize")(steer.orthogonalize)
