@@ -93,6 +93,7 @@ def _register() -> None:
     from redblue.cli import (
         attack,
         data,
+        defend,
         demo,
         detect,
         direction,
@@ -118,6 +119,7 @@ def _register() -> None:
     app.command(name="report")(report.report)
     app.command(name="orthogonalize")(steer.orthogonalize)
     app.command(name="demo")(demo.demo)
+    app.command(name="defend")(defend.defend)
 
 
 _register()
