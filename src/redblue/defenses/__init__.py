@@ -5,7 +5,7 @@
 :mod:`redblue.defenses.data` for the examples they train on).
 """
 
-from redblue.defenses import augment
+from redblue.defenses import adversarial, augment
 from redblue.defenses.base import (
     DEFENSES,
     DefenseArguments,
@@ -25,6 +25,7 @@ __all__ = [
     "DefenseResult",
     "DefenseTrainer",
     "Example",
+    "adversarial",
     "augment",
     "build_data",
     "defend",
