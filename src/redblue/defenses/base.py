@@ -432,10 +432,10 @@ def defend(
             data_collator=collate_streams(pad_token_id(tokenizer)),
             frozen=frozen,
         )
-    if progress:
-        from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import PrinterCallback
 
-        trainer.remove_callback(PrinterCallback)  # the bar replaces its printed dicts
+    trainer.remove_callback(PrinterCallback)  # losses go to the result (and the bar)
+    if progress:
         trainer.add_callback(_ProgressCallback(f"defence {cls.name}"))
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
     start = time.perf_counter()
