@@ -163,6 +163,13 @@ def serve(
             err=True,
             fg="yellow",
         )
+    if served.host not in ("127.0.0.1", "localhost", "::1"):
+        typer.secho(
+            f"warning: binding {served.host} exposes the model beyond this machine; "
+            "keep the token secret and put TLS in front",
+            err=True,
+            fg="red",
+        )
     typer.secho(
         f"redblue guard: policy {policy}, model {model or cfg.model}, "
         f"http://{served.host}:{served.port}/v1",
