@@ -5,7 +5,7 @@
 :mod:`redblue.defenses.data` for the examples they train on).
 """
 
-from redblue.defenses import adversarial, augment
+from redblue.defenses import adversarial, augment, unlearn
 from redblue.defenses.base import (
     DEFENSES,
     DefenseArguments,
@@ -32,4 +32,5 @@ __all__ = [
     "get_defense",
     "load_arguments",
     "register",
+    "unlearn",
 ]
