@@ -5,7 +5,7 @@
 :mod:`redblue.defenses.data` for the examples they train on).
 """
 
-from redblue.defenses import adversarial, augment, unlearn
+from redblue.defenses import adversarial, augment, lat, unlearn
 from redblue.defenses.base import (
     DEFENSES,
     DefenseArguments,
@@ -30,6 +30,7 @@ __all__ = [
     "build_data",
     "defend",
     "get_defense",
+    "lat",
     "load_arguments",
     "register",
     "unlearn",
