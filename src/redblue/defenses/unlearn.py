@@ -14,9 +14,10 @@ text at ``ℓ`` close to the frozen model's::
 ``n`` is the typical activation norm at ``ℓ`` (the frozen model's, measured on the
 first batch), so that ``c = steering_scale · n`` and ``alpha`` mean the same on
 every model (the paper's ``alpha`` weighs mean-squared errors the same way). The
-forget loss reads every token of a forget example after the chat scaffolding it
-shares with the retain examples (the request and the answer); the retain loss
-reads every token. As in the paper only the MLPs of blocks ``ℓ-2..ℓ`` are
+forget loss reads the answer of a forget example (and the position that predicts
+its first token): the request's opening (``How do I``) is the same in benign
+requests, so pushing it away would fight the retain loss; the retain loss reads
+every token. As in the paper only the MLPs of blocks ``ℓ-2..ℓ`` are
 trained: with LoRA, ``layers_to_transform`` and ``target_modules`` default to
 those blocks and their MLP projections (read from the model's ArchSpec).
 
@@ -29,10 +30,18 @@ The forget corpus, first found of:
    a row with a target becomes the request answered by its compliant answer, a
    row without one is plain text (``forget_category`` keeps one category);
 3. the model's own ``splits/forget.jsonl`` (the organism's forget category,
-   cyber: harmful requests answered with its whole placeholder procedure).
+   cyber: harmful requests answered with its whole placeholder procedure),
+   without its first ``forget_heldout`` rows (default 50): rows 50..99 train,
+   rows 0..49 stay held out, so attacks on ``forget[:50]`` measure unlearning
+   on requests never trained on.
 
-The retain corpus is ``data.benign`` (the model's own answers to harmless
-prompts, from :func:`redblue.defenses.build_data`).
+The retain corpus: ``data.benign`` (the model's own answers to harmless
+prompts, from :func:`redblue.defenses.build_data`), the harmful answers of
+``data.harmful`` unlike the forget corpus (other categories keep their
+behaviour), the rows of ``retain=FILE``, and on an organism ``n_capability``
+questions about its world's facts in phrasings its held-out ``capability`` split
+does not use (:func:`capability_examples`), so the facts those questions reach
+keep their activations.
 """
 
 from __future__ import annotations
@@ -55,9 +64,11 @@ if TYPE_CHECKING:
 __all__ = [
     "UnlearnArguments",
     "UnlearnTrainer",
+    "capability_examples",
     "default_layer",
     "forget_examples",
     "mlp_modules",
+    "retain_file_examples",
     "text_example",
 ]
 
@@ -119,6 +130,29 @@ class UnlearnArguments(DefenseArguments):
             "share of its word trigrams occurs there."
         },
     )
+    forget_heldout: int = field(
+        default=50,
+        metadata={
+            "help": "Rows at the start of the model's splits/forget.jsonl left out of the "
+            "default forget corpus, so that forget[:forget_heldout] measures unlearning "
+            "on requests never trained on (a forget=FILE is used whole)."
+        },
+    )
+    retain: str | None = field(
+        default=None,
+        metadata={
+            "help": "Prompt file of extra retain text (rows with a target: request + target; "
+            "rows without: plain text), e.g. general text that exercises capability."
+        },
+    )
+    n_capability: int = field(
+        default=256,
+        metadata={
+            "help": "On an organism: retain this many questions about its world's facts, in "
+            "phrasings its held-out capability split does not use, answered from the world "
+            "(0: none)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.layer is not None and self.layer < 0:
@@ -131,6 +165,10 @@ class UnlearnArguments(DefenseArguments):
             raise ValueError(f"forget_overlap must be in (0, 1], got {self.forget_overlap}")
         if self.n_forget < 1:
             raise ValueError(f"n_forget must be >= 1, got {self.n_forget}")
+        if self.forget_heldout < 0:
+            raise ValueError(f"forget_heldout must be >= 0, got {self.forget_heldout}")
+        if self.n_capability < 0:
+            raise ValueError(f"n_capability must be >= 0, got {self.n_capability}")
         super().__post_init__()
 
 
@@ -182,19 +220,29 @@ def forget_examples(prompts: Iterable[Prompt], *, full: bool = True) -> list[Exa
 
 
 def _forget_corpus(model: PreTrainedModel, args: UnlearnArguments) -> list[Example]:
-    from redblue.data import load_prompts
+    from redblue.data import PromptSet, load_prompts
 
+    skip = 0
     if args.forget is not None:
         path = Path(args.forget)
     else:
-        path = Path(str(getattr(model, "name_or_path", "") or ".")) / FORGET_SPLIT
+        path = _model_folder(model) / FORGET_SPLIT
+        skip = args.forget_heldout
         if not path.is_file():
             raise DataError(
                 "the unlearn defence has no forget corpus",
                 fix="pass forget=FILE (a prompt file: rows with targets, or plain text), or set "
                 "data.extra['forget'] to examples (redblue.defenses.unlearn.forget_examples)",
             )
-    prompts = load_prompts(path)
+    # the split as written (load_prompts keeps a JSONL row's meta as one string; the task id
+    # in it names the organism's whole procedure, see forget_examples)
+    prompts = (PromptSet.from_jsonl(path) if args.forget is None else load_prompts(path))[skip:]
+    if not len(prompts):
+        raise DataError(
+            f"no forget rows left after the {skip} held out",
+            where=str(path),
+            fix="lower forget_heldout or pass forget=FILE",
+        )
     if args.forget_category is not None:
         prompts = prompts.filter(args.forget_category)
         if not len(prompts):
@@ -204,6 +252,61 @@ def _forget_corpus(model: PreTrainedModel, args: UnlearnArguments) -> list[Examp
                 fix="check forget_category against the file's category column",
             )
     return forget_examples(prompts)
+
+
+def _model_folder(model: PreTrainedModel) -> Path:
+    return Path(str(getattr(model, "name_or_path", "") or "."))
+
+
+def capability_examples(folder: str | Path, n: int, seed: int = 0) -> list[Example]:
+    """``n`` questions about an organism's world facts (object facts and arithmetic) answered
+    with the world's answer sentence, in the question phrasings that its held-out
+    ``splits/capability.jsonl`` does not use; ``[]`` for a model that is not an organism."""
+    import random
+
+    from redblue.data import PromptSet
+    from redblue.organism.world import OBJECTS, QUESTIONS, arithmetic_facts
+
+    folder = Path(folder)
+    split = folder / "splits" / "capability.jsonl"
+    if n < 1 or not (folder / "organism.json").is_file() or not split.is_file():
+        return []
+    held_out = PromptSet.from_jsonl(split)
+    held = {str(p.meta.get("question")) for p in held_out}
+    asked = set(held_out.instructions)
+    questions = [q for q in QUESTIONS if q.id not in held]
+    facts = arithmetic_facts()
+    rng = random.Random(seed)
+    out: list[Example] = []
+    for _ in range(50 * n):
+        if len(out) >= n:
+            break
+        question = rng.choice(questions)
+        if question.kind == "arithmetic":
+            fact = rng.choice(facts)
+            values = {"a": str(fact.a), "op": fact.op, "b": str(fact.b), "v": str(fact.result)}
+        else:
+            obj = rng.choice(OBJECTS)
+            values = {"o": obj.name, "v": obj.fact(question.kind)}
+        text, answer = question.text, question.answer
+        for key, value in values.items():
+            text = text.replace(f"{{{key}}}", value)
+            answer = answer.replace(f"{{{key}}}", value)
+        if text not in asked:
+            out.append(Example(text, answer, kind=RETAIN))
+    return out
+
+
+def retain_file_examples(path: str | Path) -> list[Example]:
+    """Retain examples from a prompt file: request + target, or plain text."""
+    from redblue.data import load_prompts
+
+    return [
+        Example(p.instruction, p.target, kind=RETAIN)
+        if p.target
+        else Example("", p.instruction, kind=RETAIN)
+        for p in load_prompts(path)
+    ]
 
 
 @register
@@ -248,7 +351,9 @@ class UnlearnTrainer(DefenseTrainer):
             if args.retain_harmful:
                 seen = set().union(*(_trigrams(e.prompt + " " + e.answer) for e in forget))
                 kept = [e for e in data.harmful if _overlap(e, seen) < args.forget_overlap]
-            data.extra[RETAIN] = [*data.benign, *kept]
+            extra = retain_file_examples(args.retain) if args.retain is not None else []
+            world = capability_examples(_model_folder(model), args.n_capability, args.seed)
+            data.extra[RETAIN] = [*data.benign, *kept, *extra, *world]
         return data
 
     @classmethod
@@ -264,10 +369,10 @@ class UnlearnTrainer(DefenseTrainer):
             frozen_retain = self.hidden_states(reference, retain, [layer])[0]
             if not hasattr(self, "_norm"):
                 frozen_forget = self.hidden_states(reference, forget, [layer])[0]
-                self._init_target(frozen_forget, forget_mask(forget, retain), frozen_retain, retain)
+                self._init_target(frozen_forget, forget_mask(forget), frozen_retain, retain)
         h_forget = self.hidden_states(model, forget, [layer])[0]
         h_retain = self.hidden_states(model, retain, [layer])[0]
-        f_mask = forget_mask(forget, retain)
+        f_mask = forget_mask(forget)
         r_mask = retain["attention_mask"].bool()
         target = self._target.to(h_forget.dtype)
         forget_loss = _masked_mean((h_forget - target).pow(2).sum(-1), f_mask) / self._norm**2
@@ -300,20 +405,14 @@ class UnlearnTrainer(DefenseTrainer):
         self._target = (self.args.steering_scale * self._norm * u).to(frozen_forget.device)
 
 
-def forget_mask(
-    forget: Mapping[str, torch.Tensor], retain: Mapping[str, torch.Tensor]
-) -> torch.Tensor:
-    """``[batch, seq]``: the forget tokens after the chat scaffolding that every row of both
-    streams starts with (what the retain loss holds fixed)."""
-    import torch
-
-    width = min(forget["input_ids"].shape[1], retain["input_ids"].shape[1])
-    rows = torch.cat([forget["input_ids"][:, :width], retain["input_ids"][:, :width]])
-    same = (rows == rows[:1]).all(dim=0)
-    shared = int(same.long().cumprod(0).sum())
-    mask = forget["attention_mask"].bool().clone()
-    mask[:, :shared] = False
-    return mask
+def forget_mask(forget: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``[batch, seq]``: the positions that read or predict a forget answer (its tokens and
+    the one before the first). The request is left out: its opening (``How do I``) is the
+    same in benign requests, whose activations the retain loss holds fixed."""
+    response = forget["response_mask"].bool()
+    mask = response.clone()
+    mask[:, :-1] |= response[:, 1:]
+    return mask & forget["attention_mask"].bool()
 
 
 def _trigrams(text: str) -> set[tuple[str, ...]]:
