@@ -403,7 +403,15 @@ def run_real(
     negatives, _ = train_val(load_prompts(splits / "harmless_val.json"), n_harmless, 0, seed=1)
 
     def acts(prompts: PromptSet) -> torch.Tensor:
-        return collect(model, tok, prompts, layers=layers, positions=[-1], progress=False).values
+        return collect(
+            model,
+            tok,
+            prompts,
+            layers=layers,
+            positions=[-1],
+            progress=False,
+            cache_dir=out / "cache",
+        ).values
 
     fit = {"harmful": acts(fit_harmful), "harmless": acts(fit_harmless)}
     val = {"harmful": acts(val_harmful), "harmless": acts(val_harmless)}
@@ -412,7 +420,7 @@ def run_real(
 
     # the direction: difference in means per layer; the layer with the best validation AUROC
     diff = fit["harmful"].mean(0) - fit["harmless"].mean(0)  # [layers, 1, d]
-    unit = diff / diff.norm(dim=-1, keepdim=True)
+    unit = diff / diff.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # layer 0 may not differ
     by_layer = []
     for i in layers:
         d = DirectionDetector(layers=[i], vectors=unit[i : i + 1].transpose(0, 1))
@@ -521,9 +529,9 @@ def main() -> None:
     parser.add_argument("--gcg-steps", type=int, default=20, help="most GCG steps per prompt")
     parser.add_argument("--embedding-n", type=int, default=100)
     parser.add_argument("--embedding-steps", type=int, default=100)
-    parser.add_argument("--n-fit", type=int, default=200, help="real models: per class")
-    parser.add_argument("--n-val", type=int, default=40, help="real models: harmful (x2 harmless)")
-    parser.add_argument("--n-harmless", type=int, default=300, help="real models: negatives")
+    parser.add_argument("--n-fit", type=int, default=150, help="real models: per class")
+    parser.add_argument("--n-val", type=int, default=30, help="real models: harmful (x2 harmless)")
+    parser.add_argument("--n-harmless", type=int, default=200, help="real models: negatives")
     parser.add_argument("--out", type=Path, default=Path("bench-out/detect"))
     args = parser.parse_args()
     from redblue.models import resolve
