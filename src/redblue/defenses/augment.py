@@ -6,7 +6,10 @@ else: pre-fill "Sure, here is" and it carries on. This defence trains recovery
 deeper in the answer: a harmful request, then the first ``k`` tokens of a
 compliant answer given as context (``k`` drawn from 1..``max_prefix_tokens``),
 then a refusal, with the loss on the refusal only. Plain refusals (``k = 0``) and
-benign answers (the model's own) are mixed in.
+benign answers (the model's own) are mixed in; on the benign answers a KL term to
+the model before training (``benign_kl_weight``) keeps whole next-token
+distributions, not only the greedy answer. The defaults (30 steps, benign weight 3,
+KL weight 10) were chosen on the organism (``benchmarks/defenses.py``).
 
 The optional token-wise constrained objective (the paper's fine-tuning objective)
 replaces cross-entropy on every stream by
@@ -34,6 +37,12 @@ __all__ = ["AugmentArguments", "AugmentTrainer"]
 
 @dataclass
 class AugmentArguments(DefenseArguments):
+    max_steps: int = field(
+        default=30,
+        metadata={
+            "help": "Optimiser steps (augment: 30; more raises over-refusal on the organism)."
+        },
+    )
     max_prefix_tokens: int = field(
         default=16,
         metadata={
@@ -45,7 +54,11 @@ class AugmentArguments(DefenseArguments):
     )
     recovery_weight: float = field(default=1.0, metadata={"help": "Weight of the recovery loss."})
     refusal_weight: float = field(default=1.0, metadata={"help": "Weight of plain refusals."})
-    benign_weight: float = field(default=1.0, metadata={"help": "Weight of benign SFT."})
+    benign_weight: float = field(default=3.0, metadata={"help": "Weight of benign SFT."})
+    benign_kl_weight: float = field(
+        default=10.0,
+        metadata={"help": "Weight of KL(frozen || model) on benign answers (0: off)."},
+    )
     constrained: bool = field(
         default=False,
         metadata={"help": "Token-wise constrained objective instead of cross-entropy."},
@@ -105,7 +118,13 @@ class AugmentTrainer(DefenseTrainer):
             "benign": self.args.benign_weight,
         }
         loss_of = self.constrained_loss if self.args.constrained else self.sft_loss
-        parts = {name: loss_of(model, inputs) for name, inputs in batch.items()}
+        parts = {name: loss_of(model, inputs) for name, inputs in batch.items() if name != "benign"}
+        if self.args.benign_kl_weight and not self.args.constrained:
+            parts["benign"], kl = self.sft_and_kl(model, batch["benign"])
+            parts["benign_kl"] = kl
+            weights["benign_kl"] = self.args.benign_kl_weight
+        else:
+            parts["benign"] = loss_of(model, batch["benign"])
         total = sum(weights[name] * part for name, part in parts.items())
         return total, {name: part.item() for name, part in parts.items()}  # type: ignore[return-value]
 

@@ -235,6 +235,29 @@ class DefenseTrainer(Trainer):
             labels=inputs["labels"],
         ).loss
 
+    def sft_and_kl(
+        self, model: Any, inputs: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SFT loss and the mean KL(frozen || model) of the next-token distributions over the
+        labelled (answer) tokens: a retain term that keeps whole distributions, not only the
+        greedy answer."""
+        import torch
+
+        out = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            labels=inputs["labels"],
+        )
+        with self.frozen(model) as reference:
+            ref = reference(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+            ).logits
+        trained = (inputs["labels"][:, 1:] != -100).float()
+        p = torch.log_softmax(ref[:, :-1].float(), -1)
+        q = torch.log_softmax(out.logits[:, :-1].float(), -1)
+        kl = (p.exp() * (p - q)).sum(-1)
+        return out.loss, (kl * trained).sum() / trained.sum().clamp(min=1)
+
     @staticmethod
     def hidden_states(
         model: Any, inputs: Mapping[str, torch.Tensor], layers: Sequence[int]
