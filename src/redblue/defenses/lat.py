@@ -52,7 +52,8 @@ DEFAULT_DEPTHS = (0.25, 0.5, 0.75)
 @dataclass
 class LATArguments(DefenseArguments):
     max_steps: int = field(
-        default=30, metadata={"help": "Optimiser steps (LAT: 30, about 40 s on the organism)."}
+        default=30,
+        metadata={"help": "Optimiser steps (LAT: 30, about 70 s of one CPU core on the organism)."},
     )
     lat_layers: list[int] | None = field(
         default=None,
@@ -69,7 +70,7 @@ class LATArguments(DefenseArguments):
         },
     )
     epsilon_scale: float = field(
-        default=0.5,
+        default=0.25,
         metadata={"help": "Bound as a fraction of the median token norm (when epsilon is unset)."},
     )
     inner_steps: int = field(default=6, metadata={"help": "PGD steps of the adversary per step."})
@@ -86,14 +87,14 @@ class LATArguments(DefenseArguments):
         default=1.0, metadata={"help": "Model: refusal SFT under the perturbation."}
     )
     away_harmful_weight: float = field(
-        default=1.0,
+        default=0.2,
         metadata={"help": "Model: -log(1-p) on the harmful completion under the perturbation."},
     )
     clean_refusal_weight: float = field(
         default=0.0, metadata={"help": "Model: refusal SFT without perturbation (0: off)."}
     )
     benign_weight: float = field(
-        default=1.0, metadata={"help": "Model: benign SFT without perturbation."}
+        default=2.0, metadata={"help": "Model: benign SFT without perturbation."}
     )
     retain_kl_weight: float = field(
         default=0.0,
