@@ -5,7 +5,7 @@
 :mod:`redblue.defenses.data` for the examples they train on).
 """
 
-from redblue.defenses import adversarial, augment, lat, unlearn
+from redblue.defenses import adversarial, augment, circuit_breakers, lat, unlearn
 from redblue.defenses.base import (
     DEFENSES,
     DefenseArguments,
@@ -28,6 +28,7 @@ __all__ = [
     "adversarial",
     "augment",
     "build_data",
+    "circuit_breakers",
     "defend",
     "get_defense",
     "lat",

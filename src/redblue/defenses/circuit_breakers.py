@@ -1,0 +1,222 @@
+"""Circuit breakers by representation rerouting (Zou et al. 2024, "Improving Alignment and
+Robustness with Circuit Breakers").
+
+Refusal training teaches a model to say no; an attack that gets past the "no"
+(a pre-filled answer, an ablated refusal direction, a jailbreak wrapper) finds
+the harmful knowledge intact behind it. Circuit breakers act on the
+representations that produce harmful text instead: LoRA adapters on the blocks
+up to the deepest target layer are trained so that, on a harmful request and
+its compliant answer, the residual stream at the target layers points away from
+where the frozen model had it (rerouting loss: ``ReLU(cos(h, h_frozen))`` over
+the tokens of the request and the answer, driven to 0), while on benign
+examples, and on the model's own refusals, it stays where it was (retain loss:
+the L2 distance ``||h - h_frozen||`` at every adapted block, driven to 0). Once
+the harmful representation is rerouted, whatever way the model is led there
+ends in incoherent text rather than a procedure.
+
+The coefficients follow the paper's schedule: at share ``t/T`` of training,
+``c_reroute = alpha * (1 - t/(2T))`` and ``c_retain = alpha * t/(2T)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from redblue.defenses.base import DefenseArguments, DefenseTrainer, register
+from redblue.defenses.data import DefenseData, Example
+from redblue.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["CircuitBreakerArguments", "CircuitBreakerTrainer", "default_target_layers"]
+
+
+@dataclass
+class CircuitBreakerArguments(DefenseArguments):
+    max_steps: int = field(default=60, metadata={"help": "Optimiser steps (circuit breakers: 60)."})
+    learning_rate: float = field(
+        default=3e-3,
+        metadata={
+            "help": "Peak learning rate (circuit breakers: 3e-3 on the organism, where rerouting "
+            "must first leave the frozen model, at which its gradient is zero; 7B models: 1e-4)."
+        },
+    )
+    target_layers: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "Blocks (0-based) whose output is rerouted on harmful examples; empty: a third "
+            "and two thirds of the model's depth (10 and 21 of 32 blocks; 1 and 2 of 4)."
+        },
+    )
+    alpha: float = field(
+        default=10.0,
+        metadata={
+            "help": "Scale of the coefficient schedule: reroute alpha*(1-t/2T), retain alpha*t/2T."
+        },
+    )
+    retain_refusals: bool = field(
+        default=True,
+        metadata={
+            "help": "Retain the model's own refusals too (their answer tokens), so that it keeps "
+            "refusing plainly."
+        },
+    )
+    reroute_tokens: str = field(
+        default="answer",
+        metadata={
+            "help": "Tokens rerouted on harmful examples: answer, or all (request and answer; on "
+            "the organism this also breaks its plain refusals and its capability)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if any(layer < 0 for layer in self.target_layers):
+            raise ValueError(f"target_layers must be >= 0, got {self.target_layers}")
+        if self.reroute_tokens not in ("all", "answer"):
+            raise ValueError(f"reroute_tokens must be all or answer, got {self.reroute_tokens!r}")
+        if not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        super().__post_init__()
+
+
+def linear_modules(model: Any) -> list[str]:
+    """Names (last part) of the linear layers inside the model's blocks: what peft's
+    "all-linear" adapts."""
+    import torch
+
+    output = model.get_output_embeddings()
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module is not output
+        }
+    )
+
+
+def default_target_layers(n_layers: int) -> list[int]:
+    """A third and two thirds of the depth, as the paper's 10 and 20 of 32 blocks."""
+    return sorted({n_layers // 3, (2 * n_layers) // 3})
+
+
+@register
+class CircuitBreakerTrainer(DefenseTrainer):
+    name = "circuit_breakers"
+    goal = (
+        "Reroute the representations of harmful completions away from the frozen model's, keep "
+        "benign ones (Zou et al. 2024)."
+    )
+    arguments_class = CircuitBreakerArguments
+    args: CircuitBreakerArguments
+
+    @classmethod
+    def prepare(
+        cls,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        data: DefenseData,
+        args: DefenseArguments,
+    ) -> DefenseData:
+        """Fill in the target layers (from the model's depth) and the adapted blocks (every block
+        up to the deepest target) when they are not given; ``args`` records them."""
+        assert isinstance(args, CircuitBreakerArguments)
+        data.require("harmful", "benign", defense=cls.name)
+        if args.retain_refusals:
+            data.require("refusals", defense=cls.name)
+        n_layers = int(model.config.num_hidden_layers)
+        if not args.target_layers:
+            args.target_layers = default_target_layers(n_layers)
+        too_deep = [layer for layer in args.target_layers if layer >= n_layers]
+        if too_deep:
+            raise ConfigError(
+                f"target layers {too_deep} are past the model's {n_layers} blocks",
+                where="target_layers",
+                fix=f"use blocks 0..{n_layers - 1}",
+            )
+        args.target_layers = sorted(set(args.target_layers))
+        if args.lora and not args.layers_to_transform:
+            args.layers_to_transform = list(range(max(args.target_layers) + 1))
+        if args.lora and args.layers_to_transform and not args.target_modules:
+            # peft takes layers_to_transform with a list of modules only, not "all-linear"
+            args.target_modules = linear_modules(model)
+        return data
+
+    @classmethod
+    def streams(cls, data: DefenseData, args: DefenseArguments) -> dict[str, list[Example]]:
+        assert isinstance(args, CircuitBreakerArguments)
+        streams = {"harmful": data.harmful, "benign": data.benign}
+        if args.retain_refusals:
+            streams["refusals"] = data.refusals
+        return streams
+
+    @property
+    def retain_layers(self) -> list[int]:
+        """The blocks compared on retained examples: every one up to the deepest target."""
+        return list(range(max(self.args.target_layers) + 1))
+
+    def coefficients(self) -> tuple[float, float]:
+        """``(c_reroute, c_retain)`` at the current step (the paper's schedule)."""
+        half = self.progress / 2
+        return self.args.alpha * (1 - half), self.args.alpha * half
+
+    def defense_loss(
+        self, model: Any, batch: Mapping[str, Mapping[str, torch.Tensor]]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        c_reroute, c_retain = self.coefficients()
+        reroute = self.reroute_loss(model, batch["harmful"])
+        retained = {"retain_benign": self.retain_loss(model, batch["benign"], "attention_mask")}
+        if "refusals" in batch:
+            # the request tokens are the harmful stream's: keep the refusal itself
+            retained["retain_refusals"] = self.retain_loss(
+                model, batch["refusals"], "response_mask"
+            )
+        total = c_reroute * reroute + c_retain * sum(retained.values())
+        parts = {"reroute": reroute.item(), **{k: v.item() for k, v in retained.items()}}
+        return total, parts
+
+    def _pair(
+        self, model: Any, inputs: Mapping[str, torch.Tensor], layers: Sequence[int]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        trained = self.hidden_states(model, inputs, layers)
+        with self.frozen(model) as reference:
+            frozen = self.hidden_states(reference, inputs, layers)
+        return trained, frozen
+
+    def reroute_loss(self, model: Any, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Mean over target layers and over the request's and answer's tokens of
+        ``ReLU(cos(h, h_frozen))``."""
+        import torch
+        import torch.nn.functional as F
+
+        key = "attention_mask" if self.args.reroute_tokens == "all" else "response_mask"
+        mask = inputs[key].float()
+        trained, frozen = self._pair(model, inputs, self.args.target_layers)
+        cosines = torch.stack(
+            [
+                F.relu(F.cosine_similarity(h.float(), ref.float(), dim=-1))
+                for h, ref in zip(trained, frozen, strict=True)
+            ]
+        )
+        return (cosines * mask).sum() / (mask.sum() * len(trained)).clamp(min=1)
+
+    def retain_loss(
+        self, model: Any, inputs: Mapping[str, torch.Tensor], tokens: str = "attention_mask"
+    ) -> torch.Tensor:
+        """Mean over the adapted blocks and the ``tokens`` (a mask of ``inputs``) of the relative
+        L2 distance ``||h - h_frozen|| / ||h_frozen||``."""
+        import torch
+
+        mask = inputs[tokens].float()
+        trained, frozen = self._pair(model, inputs, self.retain_layers)
+        distances = torch.stack(
+            [
+                torch.linalg.vector_norm(h.float() - ref.float(), dim=-1)
+                / torch.linalg.vector_norm(ref.float(), dim=-1).clamp(min=1e-6)
+                for h, ref in zip(trained, frozen, strict=True)
+            ]
+        )
+        return (distances * mask).sum() / (mask.sum() * len(trained)).clamp(min=1)
