@@ -37,11 +37,11 @@ __all__ = ["CircuitBreakerArguments", "CircuitBreakerTrainer", "default_target_l
 
 @dataclass
 class CircuitBreakerArguments(DefenseArguments):
-    max_steps: int = field(default=60, metadata={"help": "Optimiser steps (circuit breakers: 60)."})
+    max_steps: int = field(default=40, metadata={"help": "Optimiser steps (circuit breakers: 40)."})
     learning_rate: float = field(
-        default=3e-3,
+        default=1e-2,
         metadata={
-            "help": "Peak learning rate (circuit breakers: 3e-3 on the organism, where rerouting "
+            "help": "Peak learning rate (circuit breakers: 1e-2 on the organism, where rerouting "
             "must first leave the frozen model, at which its gradient is zero; 7B models: 1e-4)."
         },
     )
