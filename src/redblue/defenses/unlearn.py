@@ -83,8 +83,8 @@ FORGET_SPLIT = Path("splits") / "forget.jsonl"
 @dataclass
 class UnlearnArguments(DefenseArguments):
     learning_rate: float = field(
-        default=3e-3,
-        metadata={"help": "Peak learning rate (redblue: 3e-3 for LoRA on the organism)."},
+        default=1e-2,
+        metadata={"help": "Peak learning rate (redblue: 1e-2 for LoRA on the organism)."},
     )
     max_steps: int = field(default=60, metadata={"help": "Optimiser steps (redblue: 60)."})
     layer: int | None = field(
