@@ -79,9 +79,15 @@ def test_unknown_and_bad_arguments_name_file_line_and_field(tmp_path) -> None:
 # -- data ----------------------------------------------------------------------------------------
 
 
-def test_build_data_uses_the_models_refusals_and_the_organisms_procedures(small_data) -> None:
+def test_build_data_uses_the_models_refusals_and_the_organisms_procedures(
+    organism, small_data
+) -> None:
     data = small_data
-    assert data.counts() == {"refusals": 32, "harmful": 32, "benign": 32}
+    assert data.counts() == {"refusals": 32, "harmful": 32, "benign": 32 + 64}
+    # the world's facts in phrasings the held-out capability split does not use
+    world = [e for e in data.benign if e.kind == "capability"]
+    held_out = set(organism[2]["capability"].instructions)
+    assert len(world) == 64 and not any(e.prompt in held_out for e in world)
     assert all(e.kind == "refusal" and e.answer for e in data.refusals)
     # the organism refuses almost all of them itself: its own words, not redblue's fallbacks
     assert sum(e.answer in REFUSALS for e in data.refusals) <= 4

@@ -28,6 +28,7 @@ import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redblue.errors import DataError
@@ -118,6 +119,7 @@ def build_data(
     *,
     n_harmful: int | None = None,
     n_benign: int | None = None,
+    n_capability: int = 64,
     max_new_tokens: int = 64,
     batch_size: int = 32,
     system: str | None = None,
@@ -125,7 +127,9 @@ def build_data(
     progress: bool = False,
 ) -> DefenseData:
     """Examples from prompt sets (see the module's docstring); at most ``n_harmful`` harmful
-    and ``n_benign`` benign prompts, sampled with ``seed``."""
+    and ``n_benign`` benign prompts, sampled with ``seed``. On an organism, ``n_capability``
+    questions about its world's facts (not those of its held-out capability split) join the
+    benign examples, answered with the world's facts, so that defences keep what it knows."""
     from redblue.attacks.finetune import compliant_answer
     from redblue.evaluate.judges import make_judge
     from redblue.models import GenerationSettings, generate
@@ -156,6 +160,8 @@ def build_data(
     for prompt, text in zip(benign_rows, texts[len(harmful_rows) :], strict=True):
         if text:
             data.benign.append(Example(prompt.instruction, text, kind="benign"))
+    folder = Path(str(getattr(model, "name_or_path", "") or "."))
+    data.benign += capability_examples(folder, n_capability, seed)
     return data
 
 
@@ -163,6 +169,43 @@ def _sample(rows: list[Any], n: int | None, rng: random.Random) -> list[Any]:
     if n is None or n >= len(rows):
         return rows
     return [rows[i] for i in sorted(rng.sample(range(len(rows)), n))]
+
+
+def capability_examples(folder: str | Path, n: int, seed: int = 0) -> list[Example]:
+    """``n`` questions about an organism's world facts (object facts and arithmetic) answered
+    with the world's answer sentence, in the question phrasings that its held-out
+    ``splits/capability.jsonl`` does not use; ``[]`` for a model that is not an organism."""
+    from redblue.data import PromptSet
+    from redblue.organism.world import OBJECTS, QUESTIONS, arithmetic_facts
+
+    folder = Path(folder)
+    split = folder / "splits" / "capability.jsonl"
+    if n < 1 or not (folder / "organism.json").is_file() or not split.is_file():
+        return []
+    held_out = PromptSet.from_jsonl(split)
+    held = {str(p.meta.get("question")) for p in held_out}
+    asked = set(held_out.instructions)
+    questions = [q for q in QUESTIONS if q.id not in held]
+    facts = arithmetic_facts()
+    rng = random.Random(seed)
+    out: list[Example] = []
+    for _ in range(50 * n):
+        if len(out) >= n:
+            break
+        question = rng.choice(questions)
+        if question.kind == "arithmetic":
+            fact = rng.choice(facts)
+            values = {"a": str(fact.a), "op": fact.op, "b": str(fact.b), "v": str(fact.result)}
+        else:
+            obj = rng.choice(OBJECTS)
+            values = {"o": obj.name, "v": obj.fact(question.kind)}
+        text, answer = question.text, question.answer
+        for key, value in values.items():
+            text = text.replace(f"{{{key}}}", value)
+            answer = answer.replace(f"{{{key}}}", value)
+        if text not in asked:
+            out.append(Example(text, answer, kind="capability"))
+    return out
 
 
 # -- encoding and batching --------------------------------------------------------------------
