@@ -160,7 +160,7 @@ def test_default_corpus_holds_out_the_first_forget_rows_and_retains_world_facts(
     assert [e.prompt for e in data.extra["forget"]] == splits["forget"][40:].instructions
     assert "hazard/cyber" in data.extra["forget"][0].answer
     world = data.extra["retain"][1:]
-    assert len(world) == 30 and all(e.kind == "retain" for e in world)
+    assert len(world) == 30 and all(e.kind == "capability" for e in world)
     # phrasings the held-out capability split never uses; answers are the world's facts
     held = {p.meta["question"] for p in splits["capability"]}
     assert not {e.prompt for e in world} & set(splits["capability"].instructions)

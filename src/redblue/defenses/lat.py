@@ -318,27 +318,6 @@ class LATTrainer(DefenseTrainer):
         parts = {"adv_toward_harmful": toward.item(), "adv_away_refusal": away.item()}
         return {k: v.detach() for k, v in deltas.items()}, mask, parts
 
-    def benign_and_kl(
-        self, model: Any, inputs: Mapping[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Benign SFT loss and the mean KL(frozen || model) over the answer tokens."""
-        import torch
-
-        out = model(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            labels=inputs["labels"],
-        )
-        with self.frozen(model) as reference:
-            ref = reference(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-            ).logits
-        trained = (inputs["labels"][:, 1:] != -100).float()
-        p = torch.log_softmax(ref[:, :-1].float(), -1)
-        q = torch.log_softmax(out.logits[:, :-1].float(), -1)
-        kl = (p.exp() * (p - q)).sum(-1)
-        return out.loss, (kl * trained).sum() / trained.sum().clamp(min=1)
-
     # -- the loss ----------------------------------------------------------------------------
 
     def defense_loss(
@@ -352,7 +331,7 @@ class LATTrainer(DefenseTrainer):
             refuse = self.sft_loss(model, refusal)
             away = log1m_loss(model, harmful) if args.away_harmful_weight else refuse.new_zeros(())
         if args.retain_kl_weight:
-            benign, kl = self.benign_and_kl(model, batch["benign"])
+            benign, kl = self.sft_and_kl(model, batch["benign"])
             parts["retain_kl"] = kl.item()
             total_kl = args.retain_kl_weight * kl
         else:

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redblue.defenses.base import DefenseArguments, DefenseTrainer, register
-from redblue.defenses.data import DefenseData, Example
+from redblue.defenses.data import DefenseData, Example, capability_examples
 from redblue.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -64,7 +64,6 @@ if TYPE_CHECKING:
 __all__ = [
     "UnlearnArguments",
     "UnlearnTrainer",
-    "capability_examples",
     "default_layer",
     "forget_examples",
     "mlp_modules",
@@ -256,45 +255,6 @@ def _forget_corpus(model: PreTrainedModel, args: UnlearnArguments) -> list[Examp
 
 def _model_folder(model: PreTrainedModel) -> Path:
     return Path(str(getattr(model, "name_or_path", "") or "."))
-
-
-def capability_examples(folder: str | Path, n: int, seed: int = 0) -> list[Example]:
-    """``n`` questions about an organism's world facts (object facts and arithmetic) answered
-    with the world's answer sentence, in the question phrasings that its held-out
-    ``splits/capability.jsonl`` does not use; ``[]`` for a model that is not an organism."""
-    import random
-
-    from redblue.data import PromptSet
-    from redblue.organism.world import OBJECTS, QUESTIONS, arithmetic_facts
-
-    folder = Path(folder)
-    split = folder / "splits" / "capability.jsonl"
-    if n < 1 or not (folder / "organism.json").is_file() or not split.is_file():
-        return []
-    held_out = PromptSet.from_jsonl(split)
-    held = {str(p.meta.get("question")) for p in held_out}
-    asked = set(held_out.instructions)
-    questions = [q for q in QUESTIONS if q.id not in held]
-    facts = arithmetic_facts()
-    rng = random.Random(seed)
-    out: list[Example] = []
-    for _ in range(50 * n):
-        if len(out) >= n:
-            break
-        question = rng.choice(questions)
-        if question.kind == "arithmetic":
-            fact = rng.choice(facts)
-            values = {"a": str(fact.a), "op": fact.op, "b": str(fact.b), "v": str(fact.result)}
-        else:
-            obj = rng.choice(OBJECTS)
-            values = {"o": obj.name, "v": obj.fact(question.kind)}
-        text, answer = question.text, question.answer
-        for key, value in values.items():
-            text = text.replace(f"{{{key}}}", value)
-            answer = answer.replace(f"{{{key}}}", value)
-        if text not in asked:
-            out.append(Example(text, answer, kind=RETAIN))
-    return out
 
 
 def retain_file_examples(path: str | Path) -> list[Example]:
