@@ -377,15 +377,34 @@ def load_arguments(
         ) from None
 
 
+def linear_modules(model: Any) -> list[str]:
+    """Names (last part) of the linear layers inside the model's blocks: what peft's
+    "all-linear" adapts."""
+    import torch
+
+    output = model.get_output_embeddings()
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module is not output
+        }
+    )
+
+
 def lora_config(model: PreTrainedModel, args: DefenseArguments) -> Any:
-    """The peft LoRA config of ``args``."""
+    """The peft LoRA config of ``args`` (default targets: every linear layer of the blocks)."""
     from peft import LoraConfig
 
+    targets: str | list[str] = list(args.target_modules or [])
+    if not targets:
+        # peft takes layers_to_transform with a list of modules only, not "all-linear"
+        targets = linear_modules(model) if args.layers_to_transform else "all-linear"
     return LoraConfig(
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=0.0,
-        target_modules=list(args.target_modules) if args.target_modules else "all-linear",
+        target_modules=targets,
         layers_to_transform=list(args.layers_to_transform) if args.layers_to_transform else None,
         bias="none",
         task_type="CAUSAL_LM",

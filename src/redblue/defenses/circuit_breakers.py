@@ -83,21 +83,6 @@ class CircuitBreakerArguments(DefenseArguments):
         super().__post_init__()
 
 
-def linear_modules(model: Any) -> list[str]:
-    """Names (last part) of the linear layers inside the model's blocks: what peft's
-    "all-linear" adapts."""
-    import torch
-
-    output = model.get_output_embeddings()
-    return sorted(
-        {
-            name.rsplit(".", 1)[-1]
-            for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and module is not output
-        }
-    )
-
-
 def default_target_layers(n_layers: int) -> list[int]:
     """A third and two thirds of the depth, as the paper's 10 and 20 of 32 blocks."""
     return sorted({n_layers // 3, (2 * n_layers) // 3})
@@ -127,7 +112,9 @@ class CircuitBreakerTrainer(DefenseTrainer):
         data.require("harmful", "benign", defense=cls.name)
         if args.retain_refusals:
             data.require("refusals", defense=cls.name)
-        n_layers = int(model.config.num_hidden_layers)
+        from redblue.models import adapt
+
+        n_layers = adapt(model).n_layers
         if not args.target_layers:
             args.target_layers = default_target_layers(n_layers)
         too_deep = [layer for layer in args.target_layers if layer >= n_layers]
@@ -140,9 +127,6 @@ class CircuitBreakerTrainer(DefenseTrainer):
         args.target_layers = sorted(set(args.target_layers))
         if args.lora and not args.layers_to_transform:
             args.layers_to_transform = list(range(max(args.target_layers) + 1))
-        if args.lora and args.layers_to_transform and not args.target_modules:
-            # peft takes layers_to_transform with a list of modules only, not "all-linear"
-            args.target_modules = linear_modules(model)
         return data
 
     @classmethod

@@ -14,7 +14,10 @@ Each step has two loops:
 * **outer** (the model, LoRA): under the final perturbation, train the refusal
   (cross-entropy) and push away from the harmful completion (``-log(1 - p)``,
   bounded, unlike a negated cross-entropy); plus SFT on benign answers without
-  perturbation, and optionally plain refusals without it.
+  perturbation with a KL term to the model before training (``retain_kl_weight``),
+  and optionally plain refusals without it. The retain defaults (benign weight 3,
+  KL weight 20) were chosen on the organism, where lighter retain terms let
+  over-refusal rise by 10 to 30 points.
 
 Residual norms differ by orders of magnitude across models, so ``epsilon`` is by
 default a fraction (``epsilon_scale``) of the median token norm at each chosen
@@ -94,10 +97,10 @@ class LATArguments(DefenseArguments):
         default=0.0, metadata={"help": "Model: refusal SFT without perturbation (0: off)."}
     )
     benign_weight: float = field(
-        default=2.0, metadata={"help": "Model: benign SFT without perturbation."}
+        default=3.0, metadata={"help": "Model: benign SFT without perturbation."}
     )
     retain_kl_weight: float = field(
-        default=0.0,
+        default=20.0,
         metadata={
             "help": "Model: KL(frozen || model) on benign answer tokens, no perturbation (0: off)."
         },
