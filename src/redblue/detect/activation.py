@@ -286,30 +286,12 @@ class ProbeDetector(Detector):
         harmful: PromptSet | Sequence[str],
         harmless: PromptSet | Sequence[str],
     ) -> ProbeDetector:
-        import torch
+        from redblue.detect.logistic import fit_logistic
 
         pos = self._features(model, tokenizer, harmful)
         neg = self._features(model, tokenizer, harmless)
-        x = torch.cat([pos, neg]).to(torch.float64)
-        y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(torch.float64)
-        mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-        x = (x - mean) / std
-        w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], max_iter=self.max_iter, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y)
-            loss = loss + 0.5 * self.l2 * (w * w).sum()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            opt.step(closure)
-        self.weight = w.detach().to(torch.float32)
-        self.bias = b.detach().to(torch.float32)
-        self.mean, self.std = mean.to(torch.float32), std.to(torch.float32)
+        fit = fit_logistic(pos, neg, l2=self.l2, max_iter=self.max_iter)
+        self.weight, self.bias, self.mean, self.std = fit.weight, fit.bias, fit.mean, fit.std
         self.provenance = provenance_of(
             model,
             method="logistic_lbfgs",

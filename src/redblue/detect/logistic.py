@@ -1,8 +1,7 @@
 """L2-regularised logistic regression on standardised features, fitted with full-batch L-BFGS.
 
-The same fit as :class:`~redblue.detect.ProbeDetector` (float64, ``strong_wolfe``
-line search, mean cross-entropy plus ``l2 * |w|^2 / 2``), as a function that any
-detector with a feature matrix can call.
+Float64, ``strong_wolfe`` line search, mean cross-entropy plus ``l2 * |w|^2 / 2``;
+used by :class:`~redblue.detect.ProbeDetector` and the embedding baseline.
 """
 
 from __future__ import annotations
