@@ -38,7 +38,8 @@ def list_defenses(as_json: bool) -> None:
                 "name": name,
                 "goal": cls.goal,
                 "arguments": {
-                    f.name: {"default": f.default, "help": f.metadata.get("help", "")} for f in own
+                    f.name: {"default": _default(f), "help": f.metadata.get("help", "")}
+                    for f in own
                 },
             }
         )
@@ -55,9 +56,20 @@ def list_defenses(as_json: bool) -> None:
     Console().print(table)
     Console().print(
         "Every defence also takes: "
-        + ", ".join(f"{f.name}={f.default!r}" for f in shared)
+        + ", ".join(f"{f.name}={_default(f)!r}" for f in shared)
         + "; and any transformers TrainingArguments field (max_steps, learning_rate, "
         "per_device_train_batch_size, save_steps, bf16, ...)."
+    )
+
+
+def _default(f: Any) -> Any:
+    """A dataclass field's default, made by its factory where it has one."""
+    from dataclasses import MISSING
+
+    return (
+        f.default_factory()
+        if f.default is MISSING and f.default_factory is not MISSING
+        else f.default
     )
 
 
@@ -115,7 +127,7 @@ def defend(
     borderline, capability) and the prefill attack; on other models, refusal on held-out
     harmful and harmless prompts. Every task is stored as a run (`redblue runs compare`).
 
-    Many GPUs: `accelerate launch -m redblue.cli.main defend NAME ...` runs the same
+    Many GPUs: `accelerate launch -m redblue defend NAME ...` runs the same
     Trainer with data parallelism.
 
     Examples:
