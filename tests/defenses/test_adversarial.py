@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from redblue.data.templates import JailbreakTemplate, load_templates
-from redblue.defenses import DefenseData, build_data, defend, get_defense, load_arguments
+from redblue.defenses import DefenseData, defend, get_defense, load_arguments
 from redblue.defenses.adversarial import (
     AdversarialArguments,
     AdversarialTrainer,
@@ -38,19 +38,6 @@ SMALL = {
 def args_for(tmp_path: Path, **values) -> AdversarialArguments:
     values = {"output_dir": str(tmp_path / "out")} | SMALL | values
     return load_arguments(get_defense("adversarial"), **values)  # type: ignore[return-value]
-
-
-@pytest.fixture(scope="module")
-def small_data(organism) -> DefenseData:
-    model, tokenizer, splits = organism
-    return build_data(
-        model,
-        tokenizer,
-        splits["harmful_train"],
-        splits["harmless_train"],
-        n_harmful=32,
-        n_benign=32,
-    )
 
 
 def fresh(data: DefenseData) -> DefenseData:

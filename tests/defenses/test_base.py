@@ -13,7 +13,6 @@ from redblue.defenses import (
     DEFENSES,
     DefenseData,
     Example,
-    build_data,
     defend,
     get_defense,
     load_arguments,
@@ -21,19 +20,6 @@ from redblue.defenses import (
 from redblue.defenses.augment import AugmentArguments
 from redblue.defenses.data import REFUSALS, StreamDataset, collate_streams, encode_example
 from redblue.errors import ConfigError, DataError
-
-
-@pytest.fixture(scope="module")
-def small_data(organism) -> DefenseData:
-    model, tokenizer, splits = organism
-    return build_data(
-        model,
-        tokenizer,
-        splits["harmful_train"],
-        splits["harmless_train"],
-        n_harmful=32,
-        n_benign=32,
-    )
 
 
 def args_for(tmp_path: Path, **values) -> AugmentArguments:

@@ -9,26 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from redblue.defenses import DefenseData, build_data, defend, get_defense, load_arguments
+from redblue.defenses import DefenseData, defend, get_defense, load_arguments
 from redblue.defenses.circuit_breakers import (
     CircuitBreakerArguments,
     CircuitBreakerTrainer,
     default_target_layers,
 )
 from redblue.errors import ConfigError, DataError
-
-
-@pytest.fixture(scope="module")
-def small_data(organism) -> DefenseData:
-    model, tokenizer, splits = organism
-    return build_data(
-        model,
-        tokenizer,
-        splits["harmful_train"],
-        splits["harmless_train"],
-        n_harmful=32,
-        n_benign=32,
-    )
 
 
 def args_for(tmp_path: Path, **values) -> CircuitBreakerArguments:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from redblue.defenses import DefenseData, build_data, defend, get_defense, load_arguments
+from redblue.defenses import DefenseData, defend, get_defense, load_arguments
 from redblue.defenses.data import StreamDataset, collate_streams, encode_example
 from redblue.defenses.lat import (
     LATArguments,
@@ -25,19 +25,6 @@ from redblue.models.chat import pad_token_id
 def args_for(tmp_path: Path, **values) -> LATArguments:
     values = {"output_dir": str(tmp_path / "out"), "logging_steps": 2} | values
     return load_arguments(get_defense("lat"), **values)  # type: ignore[return-value]
-
-
-@pytest.fixture(scope="module")
-def small_data(organism) -> DefenseData:
-    model, tokenizer, splits = organism
-    return build_data(
-        model,
-        tokenizer,
-        splits["harmful_train"],
-        splits["harmless_train"],
-        n_harmful=32,
-        n_benign=32,
-    )
 
 
 # -- arguments ---------------------------------------------------------------------------------
