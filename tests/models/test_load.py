@@ -123,6 +123,18 @@ def test_smollm2_loads_as_an_ordinary_llama() -> None:
     a = adapt(model)
     assert a.family == "llama" and a.n_layers == 30 and a.d_model == 576
     assert tok.chat_template
+    # transformers marks GGUF models as quantized and will not train them: a plain copy trains
+    from transformers.trainer_utils import validate_quantization_for_training
+
+    from redblue.models import trainable
+
+    with pytest.raises(ValueError, match="quantized"):
+        validate_quantization_for_training(model)
+    plain = trainable(model)
+    validate_quantization_for_training(plain)
+    assert plain.name_or_path == model.name_or_path
+    for (name, p), q in zip(model.state_dict().items(), plain.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
 
 
 @pytest.mark.skipif(

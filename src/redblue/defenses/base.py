@@ -423,7 +423,7 @@ def defend(
     """Train ``model`` with a defence; returns the trained model and what was done.
 
     The model is trained in place (with LoRA and ``merge``, the adapter is merged
-    into its weights). Checkpoints go to ``args.output_dir``; calling again with the
+    into its weights; a model loaded from GGUF is first copied into plain weights). Checkpoints go to ``args.output_dir``; calling again with the
     same folder resumes from the last one. The trained model (or adapter) is
     written to ``OUTPUT_DIR/model`` (``adapter``) with ``defense.json`` beside it.
     """
@@ -441,9 +441,12 @@ def defend(
             f"{cls.name} takes {cls.arguments_class.__name__}, got {type(args).__name__}",
             fix="build the arguments with load_arguments(defense, ...)",
         )
+    from redblue.models import trainable
+
     out = Path(str(args.output_dir))
     out.mkdir(parents=True, exist_ok=True)
     source = str(getattr(model, "name_or_path", "") or "")
+    model = trainable(model)  # a GGUF-loaded model is copied into plain weights
     set_seed(args.seed)
     data = cls.prepare(model, tokenizer, data, args)
     encoded: dict[str, list[Encoded]] = {

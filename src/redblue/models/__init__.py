@@ -20,7 +20,7 @@ from redblue.models.chat import (
 from redblue.models.generate import Completion, GenerationSettings, generate
 from redblue.models.hooks import Hooks, hook_residual, record_residual
 from redblue.models.info import ModelInfo, describe
-from redblue.models.load import EMBEDDED, ModelSource, export, load, resolve
+from redblue.models.load import EMBEDDED, ModelSource, export, load, resolve, trainable
 
 __all__ = [
     "ARCH_TABLE",
@@ -48,4 +48,5 @@ __all__ = [
     "record_residual",
     "render_chat",
     "resolve",
+    "trainable",
 ]

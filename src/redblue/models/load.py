@@ -212,6 +212,29 @@ def load(
     return model, tokenizer
 
 
+def plain_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """A new model of the same config holding ``model``'s weights, with no loader state: what
+    ``save_pretrained`` and training need where a model was loaded from GGUF (transformers
+    marks those as quantized, although their weights are already dequantized)."""
+    from transformers import AutoModelForCausalLM
+
+    fresh = AutoModelForCausalLM.from_config(model.config, dtype=model.dtype)
+    fresh.load_state_dict(model.state_dict())
+    fresh.to(model.device)
+    fresh.name_or_path = model.name_or_path
+    if hasattr(fresh.config, "quantization_config"):
+        del fresh.config.quantization_config
+    return fresh
+
+
+def trainable(model: PreTrainedModel) -> PreTrainedModel:
+    """``model`` itself, or a :func:`plain_copy` where it came from a GGUF file (other
+    quantization methods, such as bitsandbytes for QLoRA, are left as they are)."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    return plain_copy(model) if str(getattr(method, "value", method)) == "gguf" else model
+
+
 def export(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -230,16 +253,13 @@ def export(
     import shutil
     import tempfile
 
-    from transformers import AutoModelForCausalLM
-
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ModelError(
             "output folder exists and is not empty", where=str(out), fix="choose a new folder"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    fresh = AutoModelForCausalLM.from_config(model.config, dtype=model.dtype)
-    fresh.load_state_dict(model.state_dict())
+    fresh = plain_copy(model)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         fresh.save_pretrained(tmp, safe_serialization=True)
