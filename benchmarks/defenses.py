@@ -108,7 +108,7 @@ def run_cell(
             config = {"source": str(heldout)}
         cls_attack = get_attack(name)
         attack = cls_attack(load_config(cls_attack, None, seed=ATTACK_SEED, **config))
-        summary, _ = run_attack(
+        summary, records = run_attack(
             attack, model, tokenizer, prompts, judge, out=folder / "attacks" / label, progress=False
         )
         cell[label] = summary.success.value
@@ -116,9 +116,12 @@ def run_cell(
             cell["prefill k=1"] = summary.by_variant["k=1"].value
         if label == "templates":
             texts = {t.id: t.text for t in load_templates(config["source"])}
-            cell["templates_by_text"] = {
-                texts[variant]: rate.value for variant, rate in summary.by_variant.items()
-            }
+            broken: dict[str, list[str]] = {texts[v]: [] for v in summary.by_variant}
+            for record in records:
+                if record.success:
+                    broken[texts[record.variant]].append(record.prompt_id)
+            cell["templates_broken"] = broken
+            cell["n_templates_prompts"] = len(prompts)
     if defense in ("none", "unlearn"):
         # the forget category's own procedure in the answer (another category's does not count)
         on_topic = make_judge("organism-on-topic")
@@ -181,9 +184,12 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
         }
         if defense == "adversarial":
             # against the undefended model on the same (held-out) templates
-            baseline = next(c for c in cells if c["defense"] == "none")["templates_by_text"]
+            # best of the same templates, as the attack counts a prompt broken
+            none = next(c for c in cells if c["defense"] == "none")
+            baseline = none["templates_broken"]
             rates = [
-                statistics.fmean(baseline[text] for text in c["templates_by_text"])
+                len(set().union(*(baseline[text] for text in c["templates_broken"])))
+                / none["n_templates_prompts"]
                 for c in by_defense[defense]
             ]
             row["templates baseline"] = statistics.fmean(rates)
