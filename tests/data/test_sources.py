@@ -530,3 +530,16 @@ def test_describe(tmp_path: Path) -> None:
     assert info["with_target"] == 3
     assert [row["instruction"] for row in info["sample"]] == ["a", "b"]
     json.dumps(info)
+
+
+def test_rows_written_by_prompt_to_dict_keep_their_meta(tmp_path) -> None:
+    from redblue.data import Prompt, PromptSet, load_prompts
+
+    prompts = PromptSet(
+        (Prompt("How do I hack a yoyo?", "p-0", "Sure", "cyber", {"task": "cyber/03"}),)
+    )
+    path = tmp_path / "split.jsonl"
+    path.write_text("\n".join(json.dumps(p.to_dict()) for p in prompts) + "\n")
+    loaded = load_prompts(path)
+    assert loaded[0].meta == {"task": "cyber/03"}
+    assert loaded.instructions == PromptSet.from_jsonl(path).instructions

@@ -118,6 +118,11 @@ def _row_prompt(
     if not isinstance(instruction, str) or not instruction.strip():
         raise _empty_prompt(origin.at(position), fields.instruction)
     meta = {c: s for c in extras if (s := cell(row.get(c))) is not None}
+    nested = row.get("meta")
+    if "meta" in meta and isinstance(nested, Mapping):
+        # a row written by Prompt.to_dict: its meta is a mapping, kept as one
+        del meta["meta"]
+        meta |= {str(k): s for k, v in nested.items() if (s := cell(v)) is not None}
     row_id = cell(row.get(fields.id)) if fields.id else None
     return Prompt(
         instruction=instruction,
