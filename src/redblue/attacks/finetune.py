@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -374,17 +371,11 @@ def _save(
     """Write a peft adapter folder (loadable with ``PeftModel.from_pretrained``) atomically."""
     from safetensors.torch import save_file
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=folder.parent))
-    try:
+    from redblue.io import atomic_folder
+
+    with atomic_folder(folder) as tmp:
         config = copy.deepcopy(config)
         config.base_model_name_or_path = str(getattr(model, "name_or_path", "") or "")
         config.save_pretrained(str(tmp))
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / ADAPTER_WEIGHTS))
         (tmp / TRAINING_RECORD).write_text(json.dumps(dict(record), indent=1), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

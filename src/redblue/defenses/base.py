@@ -542,20 +542,10 @@ def _replace_export(
 
 
 def _save_adapter(peft_model: Any, folder: Path) -> Path:
-    import os
-    import shutil
-    import tempfile
+    from redblue.io import atomic_folder
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         peft_model.save_pretrained(str(tmp), safe_serialization=True)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

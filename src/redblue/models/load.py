@@ -251,17 +251,16 @@ def export(
     The folder appears complete or not at all.
     """
     import shutil
-    import tempfile
+
+    from redblue.io import atomic_folder
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ModelError(
             "output folder exists and is not empty", where=str(out), fix="choose a new folder"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     fresh = plain_copy(model)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         fresh.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         for item in map(Path, carry):
@@ -269,10 +268,4 @@ def export(
                 shutil.copytree(item, tmp / item.name)
             elif item.is_file():
                 shutil.copy2(item, tmp / item.name)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

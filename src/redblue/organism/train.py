@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -121,9 +118,9 @@ def _save_checkpoint(
     """Write weights, optimizer moments (safetensors, no pickle) and state; atomic."""
     from safetensors.torch import save_file
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=folder.parent))
-    try:
+    from redblue.io import atomic_folder
+
+    with atomic_folder(folder) as tmp:
         weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
         weights.pop("lm_head.weight", None)  # tied to the embedding
         save_file(weights, str(tmp / "model.safetensors"))
@@ -140,12 +137,6 @@ def _save_checkpoint(
                     steps[name] = float(st["step"])
         save_file(moments, str(tmp / "optimizer.safetensors"))
         (tmp / "state.json").write_text(json.dumps({**asdict(state), "optimizer_steps": steps}))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _load_checkpoint(
