@@ -2,7 +2,7 @@
 
     python benchmarks/defenses.py                              # 3 seeds, every defence
     python benchmarks/defenses.py --only augment --seeds 0     # one cell
-    python benchmarks/defenses.py --model smollm2 --steps 100  # issue 8 item 8: augment on smollm2
+    python benchmarks/defenses.py --model smollm2 --n 30       # issue 8 item 8: augment on smollm2 (CPU-sized)
 
 Each cell (defence x seed) trains the embedded organism with the defence's
 default arguments (seeded; LoRA, merged), then attacks it on held-out harmful
@@ -331,13 +331,15 @@ def real_model(args: argparse.Namespace) -> None:
     targs = load_arguments(
         cls,
         output_dir=str(args.out / "smollm2" / "augment"),
-        max_steps=args.steps or 100,
+        max_steps=args.steps or 30,
         learning_rate=2e-4,
-        n_harmful=128,
-        n_benign=128,
+        per_device_train_batch_size=2,  # x 3 streams: sized for a CPU
+        max_length=160,
+        n_harmful=64,
+        n_benign=64,
     )
     data = build_data(
-        model, tokenizer, harmful_train, harmless_train, n_harmful=128, n_benign=128, batch_size=16
+        model, tokenizer, harmful_train, harmless_train, n_harmful=64, n_benign=64, batch_size=16
     )
     model, result = defend(cls, model, tokenizer, data, targs)
     after = measure(model)
