@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from redblue.detect.detector import Calibration, Detector, data_hash, provenance_of, texts_of
+from redblue.detect.logistic import LogisticFit, fit_logistic
 from redblue.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -262,11 +263,13 @@ class ProbeDetector(Detector):
         self.max_iter = int(max_iter)
         self.system = system
         self.batch_size = batch_size
-        self.weight, self.bias, self.mean, self.std = weight, bias, mean, std
+        self.classifier = LogisticFit.from_tensors(
+            {"weight": weight, "bias": bias, "mean": mean, "std": std}
+        )
 
     @property
     def fitted(self) -> bool:
-        return self.weight is not None
+        return self.classifier is not None
 
     def _features(
         self,
@@ -286,12 +289,9 @@ class ProbeDetector(Detector):
         harmful: PromptSet | Sequence[str],
         harmless: PromptSet | Sequence[str],
     ) -> ProbeDetector:
-        from redblue.detect.logistic import fit_logistic
-
         pos = self._features(model, tokenizer, harmful)
         neg = self._features(model, tokenizer, harmless)
-        fit = fit_logistic(pos, neg, l2=self.l2, max_iter=self.max_iter)
-        self.weight, self.bias, self.mean, self.std = fit.weight, fit.bias, fit.mean, fit.std
+        self.classifier = fit_logistic(pos, neg, l2=self.l2, max_iter=self.max_iter)
         self.provenance = provenance_of(
             model,
             method="logistic_lbfgs",
@@ -315,25 +315,24 @@ class ProbeDetector(Detector):
             )
         )
 
-    def _required_fit(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.weight is None or self.bias is None or self.mean is None or self.std is None:
+    def _required_fit(self) -> LogisticFit:
+        if self.classifier is None:
             raise ConfigError(
                 "the probe is not fitted",
                 where="score",
                 fix="call probe.fit(model, tokenizer, harmful, harmless) or load a fitted probe",
             )
-        return self.weight, self.bias, self.mean, self.std
+        return self.classifier
 
     def score_activations(self, acts: torch.Tensor) -> torch.Tensor:
         """The probe's logits ``[n_prompts]`` from activations already read at its ``layers``
         and ``positions``: ``acts`` is ``[n_prompts, n_layers, n_positions, d_model]``."""
         import torch
 
-        weight, bias, mean, std = self._required_fit()
-        d_model = int(weight.shape[0]) // (len(self.layers) * len(self.positions))
+        fit = self._required_fit()
+        d_model = int(fit.weight.shape[0]) // (len(self.layers) * len(self.positions))
         _check_shape(acts, self.layers, self.positions, d_model)
-        x = acts.to("cpu", torch.float32).reshape(acts.shape[0], -1)
-        return ((x - mean) / std) @ weight + bias
+        return fit.logits(acts.to("cpu", torch.float32).reshape(acts.shape[0], -1))
 
     def config(self) -> dict[str, Any]:
         return {
@@ -346,18 +345,10 @@ class ProbeDetector(Detector):
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        if not self.fitted:
-            return {}
-        assert self.weight is not None and self.bias is not None
-        assert self.mean is not None and self.std is not None
-        return {"weight": self.weight, "bias": self.bias, "mean": self.mean, "std": self.std}
+        return {} if self.classifier is None else self.classifier.tensors()
 
     @classmethod
     def from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Detector:
-        return cls(
-            **config,
-            weight=tensors.get("weight"),
-            bias=tensors.get("bias"),
-            mean=tensors.get("mean"),
-            std=tensors.get("std"),
-        )
+        detector = cls(**config)
+        detector.classifier = LogisticFit.from_tensors(tensors)
+        return detector

@@ -150,9 +150,9 @@ class EmbeddingDetector(Detector):
         self.max_iter = int(max_iter)
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
-        self.classifier: LogisticFit | None = None
-        if weight is not None and bias is not None and mean is not None and std is not None:
-            self.classifier = LogisticFit(weight=weight, bias=bias, mean=mean, std=std)
+        self.classifier = LogisticFit.from_tensors(
+            {"weight": weight, "bias": bias, "mean": mean, "std": std}
+        )
         self._encoder: SentenceEncoder | None = None
 
     @property
@@ -217,17 +217,10 @@ class EmbeddingDetector(Detector):
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        if self.classifier is None:
-            return {}
-        f = self.classifier
-        return {"weight": f.weight, "bias": f.bias, "mean": f.mean, "std": f.std}
+        return {} if self.classifier is None else self.classifier.tensors()
 
     @classmethod
     def from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Detector:
-        return cls(
-            **config,
-            weight=tensors.get("weight"),
-            bias=tensors.get("bias"),
-            mean=tensors.get("mean"),
-            std=tensors.get("std"),
-        )
+        detector = cls(**config)
+        detector.classifier = LogisticFit.from_tensors(tensors)
+        return detector

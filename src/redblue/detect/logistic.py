@@ -6,6 +6,7 @@ used by :class:`~redblue.detect.ProbeDetector` and the embedding baseline.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,18 @@ class LogisticFit:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """``[n]`` logits of features ``x`` ``[n, n_features]``."""
         return ((x.float() - self.mean) / self.std) @ self.weight + self.bias
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The fit as named tensors (what a detector saves)."""
+        return {"weight": self.weight, "bias": self.bias, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor | None]) -> LogisticFit | None:
+        """The fit saved by :meth:`tensors`; ``None`` when any part is missing (not fitted)."""
+        parts = {k: tensors.get(k) for k in ("weight", "bias", "mean", "std")}
+        if any(v is None for v in parts.values()):
+            return None
+        return cls(**parts)  # type: ignore[arg-type]
 
 
 def fit_logistic(
