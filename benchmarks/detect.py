@@ -121,43 +121,24 @@ def embedding_attack(
     the end of the prompt, as the detectors read them), and the greedy answers."""
     import torch
 
-    from redblue.attacks.embedding import (  # the attack's own layout, so the pass is the same
-        EmbeddingConfig,
-        _insert,
-        _layout,
-        _split_row,
-        answer_with_suffixes,
-        optimise_suffixes,
-    )
+    from redblue.attacks.embedding import EmbeddingConfig, answer_with_suffixes, optimise_suffixes
     from redblue.evaluate import make_judge
-    from redblue.models import adapt
-    from redblue.models.chat import pad_token_id
     from redblue.models.hooks import record_residual
 
     t0 = time.perf_counter()
     config = EmbeddingConfig(num_steps=steps, seed=0, max_new_tokens=24)
-    adapter = adapt(model)
     chunks, answers, succeeded = [], [], 0
     judge = make_judge("auto", model)
     for start in range(0, len(prompts), config.batch_size):
         chunk = prompts[start : start + config.batch_size]
         targets = [p.target or config.target for p in chunk]
         soft = optimise_suffixes(model, tok, chunk.instructions, targets, config).vectors
-        ids = answer_with_suffixes(model, tok, chunk.instructions, soft, config)
+        # the answer's own prefill pass (the first forward) is the attacked pass the detectors read
+        with record_residual(model, layers=layers, where="pre") as acts:
+            ids = answer_with_suffixes(model, tok, chunk.instructions, soft, config)
         texts = [str(tok.decode(row, skip_special_tokens=True)) for row in ids]
         succeeded += sum(judge(p, t) for p, t in zip(chunk, texts, strict=True))
         answers += texts
-        rows = [_split_row(tok, text, "", config.system) for text in chunk.instructions]
-        batch = _layout(rows, soft.shape[1], pad_token_id(tok), with_target=False)
-        with torch.no_grad(), record_residual(model, layers=layers, where="pre") as acts:
-            embeds = _insert(
-                adapter.embed(batch.input_ids.to(adapter.device)), soft, batch.soft_cols
-            )
-            model(
-                inputs_embeds=embeds,
-                attention_mask=batch.attention_mask.to(adapter.device),
-                position_ids=batch.position_ids.to(adapter.device),
-            )
         chunks.append(
             torch.stack([acts[layer][0][:, positions].float() for layer in layers], dim=1)
         )
