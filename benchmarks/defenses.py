@@ -2,6 +2,7 @@
 
     python benchmarks/defenses.py                              # 3 seeds, every defence
     python benchmarks/defenses.py --only augment --seeds 0     # one cell
+    python benchmarks/defenses.py --only none augment --set benign_weight=3 --out bench-out/aug-bw3
     python benchmarks/defenses.py --model smollm2 --n 30       # issue 8 item 8: augment on smollm2 (CPU-sized)
 
 Each cell (defence x seed) trains the embedded organism with the defence's
@@ -85,7 +86,7 @@ def run_cell(
         overrides: dict[str, Any] = {"output_dir": str(folder / "train"), "seed": seed}
         if args.steps:
             overrides["max_steps"] = args.steps
-        targs = load_arguments(cls, **overrides)
+        targs = load_arguments(cls, **{**overrides, **dict(args.set)})
         data = build_data(
             model,
             tokenizer,
@@ -337,6 +338,9 @@ def real_model(args: argparse.Namespace) -> None:
         max_length=160,
         n_harmful=64,
         n_benign=64,
+        # the weights this run was measured with (augment's organism defaults are now 10 and 30)
+        benign_weight=3.0,
+        benign_kl_weight=10.0,
     )
     data = build_data(
         model, tokenizer, harmful_train, harmless_train, n_harmful=64, n_benign=64, batch_size=16
@@ -354,6 +358,16 @@ def real_model(args: argparse.Namespace) -> None:
     print(json.dumps({k: v for k, v in report.items() if k != "train"}, indent=1))
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=JSON, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a bare string
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="organism")
@@ -363,6 +377,14 @@ def main() -> None:
     parser.add_argument("--n-gcg", type=int, default=5, help="Prompts GCG attacks.")
     parser.add_argument("--n-eval", type=int, default=100, help="Prompts per over-refusal task.")
     parser.add_argument("--steps", type=int, help="Training steps (default: each defence's).")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=_setting,
+        metavar="KEY=JSON",
+        help="Override a defence argument in every cell (use with --only and a fresh --out).",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-out/defenses"))
     args = parser.parse_args()
     if args.model == "organism":

@@ -189,3 +189,23 @@ def test_rounds_attack_the_trained_model_again(organism, small_data, tmp_path) -
         not torch.equal(p, q)
         for p, q in zip(model.parameters(), organism[0].parameters(), strict=True)
     )
+
+
+def test_benign_kl_term_is_logged_and_keeps_benign_answers_closer(
+    organism, small_data, tmp_path
+) -> None:
+    from redblue.evaluate.metrics import kl_to_reference
+
+    model, tokenizer, splits = organism
+    harmless = splits["harmless"][:16]
+    kls = {}
+    for weight in (0.0, 30.0):
+        args = args_for(
+            tmp_path / str(weight), attacks=["prefill"], max_steps=12, benign_kl_weight=weight
+        )
+        trained, result = defend(
+            "adversarial", copy.deepcopy(model), tokenizer, fresh(small_data), args, progress=False
+        )
+        assert ("benign_kl" in result.losses[-1]) == (weight > 0)
+        kls[weight] = kl_to_reference(trained, model, tokenizer, harmless).value
+    assert kls[30.0] < kls[0.0]

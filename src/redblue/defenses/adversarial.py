@@ -134,6 +134,10 @@ class AdversarialArguments(DefenseArguments):
     benign_attacked_weight: float = field(
         default=1.0, metadata={"help": "Weight of benign requests inside attacks."}
     )
+    benign_kl_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of KL(frozen || model) on benign answers (0: off)."},
+    )
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.attacks) - set(ATTACK_NAMES))
@@ -287,7 +291,14 @@ class AdversarialTrainer(DefenseTrainer):
             "benign": self.args.benign_weight,
             "benign_attacked": self.args.benign_attacked_weight,
         }
-        parts = {name: self.sft_loss(model, inputs) for name, inputs in batch.items()}
+        parts = {
+            name: self.sft_loss(model, inputs) for name, inputs in batch.items() if name != "benign"
+        }
+        if self.args.benign_kl_weight:
+            parts["benign"], parts["benign_kl"] = self.sft_and_kl(model, batch["benign"])
+            weights["benign_kl"] = self.args.benign_kl_weight
+        else:
+            parts["benign"] = self.sft_loss(model, batch["benign"])
         total = sum(weights[name] * part for name, part in parts.items())
         return total, {name: part.item() for name, part in parts.items()}  # type: ignore[return-value]
 

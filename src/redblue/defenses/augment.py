@@ -8,8 +8,11 @@ compliant answer given as context (``k`` drawn from 1..``max_prefix_tokens``),
 then a refusal, with the loss on the refusal only. Plain refusals (``k = 0``) and
 benign answers (the model's own) are mixed in; on the benign answers a KL term to
 the model before training (``benign_kl_weight``) keeps whole next-token
-distributions, not only the greedy answer. The defaults (30 steps, benign weight 3,
-KL weight 10) were chosen on the organism (``benchmarks/defenses.py``).
+distributions, not only the greedy answer. The defaults (30 steps, benign weight 10,
+KL weight 30) were chosen on the organism (``benchmarks/defenses.py``): against benign
+weight 3 and KL weight 10 they lower the rise of over-refusal (harmless +6 to +4
+points, borderline +6 to +1) and the fall of capability (5 to 2 points), with the
+same cut of prefilling.
 
 The optional token-wise constrained objective (the paper's fine-tuning objective)
 replaces cross-entropy on every stream by
@@ -54,9 +57,9 @@ class AugmentArguments(DefenseArguments):
     )
     recovery_weight: float = field(default=1.0, metadata={"help": "Weight of the recovery loss."})
     refusal_weight: float = field(default=1.0, metadata={"help": "Weight of plain refusals."})
-    benign_weight: float = field(default=3.0, metadata={"help": "Weight of benign SFT."})
+    benign_weight: float = field(default=10.0, metadata={"help": "Weight of benign SFT."})
     benign_kl_weight: float = field(
-        default=10.0,
+        default=30.0,
         metadata={"help": "Weight of KL(frozen || model) on benign answers (0: off)."},
     )
     constrained: bool = field(
