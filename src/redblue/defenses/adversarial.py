@@ -17,7 +17,10 @@ Attacked inputs that broke the model come first when there are more than the
 budget asks for. Two streams keep the model helpful: benign SFT (the model's
 own answers) and benign requests inside the same templates and after the same
 suffixes, answered as the model answers the plain request, so that it does not
-learn "template or suffix, therefore refuse".
+learn "template or suffix, therefore refuse". On the benign answers a KL term to the
+model before training (``benign_kl_weight``, 10) keeps whole next-token
+distributions: on the organism it brought KL on harmless prompts from 0.37 to
+under 0.1 and halved over-refusal on borderline prompts (``benchmarks/defenses.py``).
 
 Held-out templates. The templates are split once (seeded): ``template_holdout``
 of them never reach training and are written to
@@ -135,7 +138,7 @@ class AdversarialArguments(DefenseArguments):
         default=1.0, metadata={"help": "Weight of benign requests inside attacks."}
     )
     benign_kl_weight: float = field(
-        default=0.0,
+        default=10.0,
         metadata={"help": "Weight of KL(frozen || model) on benign answers (0: off)."},
     )
 
