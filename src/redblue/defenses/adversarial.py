@@ -294,16 +294,9 @@ class AdversarialTrainer(DefenseTrainer):
             "benign": self.args.benign_weight,
             "benign_attacked": self.args.benign_attacked_weight,
         }
-        parts = {
-            name: self.sft_loss(model, inputs) for name, inputs in batch.items() if name != "benign"
-        }
-        if self.args.benign_kl_weight:
-            parts["benign"], parts["benign_kl"] = self.sft_and_kl(model, batch["benign"])
-            weights["benign_kl"] = self.args.benign_kl_weight
-        else:
-            parts["benign"] = self.sft_loss(model, batch["benign"])
-        total = sum(weights[name] * part for name, part in parts.items())
-        return total, {name: part.item() for name, part in parts.items()}  # type: ignore[return-value]
+        return self.weighted_streams(
+            model, batch, weights, benign_kl_weight=self.args.benign_kl_weight
+        )
 
 
 class _RoundTrainer(AdversarialTrainer):

@@ -120,16 +120,13 @@ class AugmentTrainer(DefenseTrainer):
             "refusals": self.args.refusal_weight,
             "benign": self.args.benign_weight,
         }
-        loss_of = self.constrained_loss if self.args.constrained else self.sft_loss
-        parts = {name: loss_of(model, inputs) for name, inputs in batch.items() if name != "benign"}
-        if self.args.benign_kl_weight and not self.args.constrained:
-            parts["benign"], kl = self.sft_and_kl(model, batch["benign"])
-            parts["benign_kl"] = kl
-            weights["benign_kl"] = self.args.benign_kl_weight
-        else:
-            parts["benign"] = loss_of(model, batch["benign"])
-        total = sum(weights[name] * part for name, part in parts.items())
-        return total, {name: part.item() for name, part in parts.items()}  # type: ignore[return-value]
+        return self.weighted_streams(
+            model,
+            batch,
+            weights,
+            benign_kl_weight=0.0 if self.args.constrained else self.args.benign_kl_weight,
+            loss_of=self.constrained_loss if self.args.constrained else self.sft_loss,
+        )
 
     def constrained_loss(self, model: Any, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The token-wise constrained objective (see the module's docstring)."""

@@ -23,7 +23,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -257,6 +257,29 @@ class DefenseTrainer(Trainer):
         q = torch.log_softmax(out.logits[:, :-1].float(), -1)
         kl = (p.exp() * (p - q)).sum(-1)
         return out.loss, (kl * trained).sum() / trained.sum().clamp(min=1)
+
+    def weighted_streams(
+        self,
+        model: Any,
+        batch: Mapping[str, Mapping[str, torch.Tensor]],
+        weights: Mapping[str, float],
+        *,
+        benign_kl_weight: float = 0.0,
+        loss_of: Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Each stream's loss (``loss_of``, SFT by default) times its weight; with
+        ``benign_kl_weight``, the ``benign`` stream also pays its KL to the frozen model
+        (:meth:`sft_and_kl`). Returns the total and each part, for the log."""
+        loss_of = loss_of or self.sft_loss
+        weights = dict(weights)
+        parts = {name: loss_of(model, inputs) for name, inputs in batch.items() if name != "benign"}
+        if benign_kl_weight:
+            parts["benign"], parts["benign_kl"] = self.sft_and_kl(model, batch["benign"])
+            weights["benign_kl"] = benign_kl_weight
+        else:
+            parts["benign"] = loss_of(model, batch["benign"])
+        total = sum(weights[name] * part for name, part in parts.items())
+        return total, {name: part.item() for name, part in parts.items()}  # type: ignore[return-value]
 
     @staticmethod
     def hidden_states(
