@@ -94,6 +94,7 @@ def run_cell(
             splits["harmless_train"],
             n_harmful=targs.n_harmful,
             n_benign=targs.n_benign,
+            n_capability=targs.n_capability,
             seed=seed,
         )
         model, result = defend(cls, model, tokenizer, data, targs, progress=False)

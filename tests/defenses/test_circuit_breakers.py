@@ -63,6 +63,14 @@ def test_default_target_layers_follow_the_depth() -> None:
     assert default_target_layers(1) == [0]
 
 
+def test_circuit_breakers_retain_more_world_facts_than_the_other_defences() -> None:
+    from redblue.defenses import get_defense, load_arguments
+
+    assert load_arguments(get_defense("circuit_breakers")).n_capability == 256
+    assert load_arguments(get_defense("augment")).n_capability == 64
+    assert load_arguments(get_defense("circuit_breakers"), n_capability=8).n_capability == 8
+
+
 def test_coefficient_schedule_is_the_papers() -> None:
     def at(progress: float) -> tuple[float, float]:
         fake = SimpleNamespace(progress=progress, args=SimpleNamespace(alpha=8.0))

@@ -167,6 +167,7 @@ def defend(
         benign_set,
         n_harmful=args.n_harmful,
         n_benign=args.n_benign,
+        n_capability=args.n_capability,
         system=args.system,
         seed=args.seed,
         progress=True,

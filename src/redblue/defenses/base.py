@@ -126,6 +126,10 @@ class DefenseArguments(TrainingArguments):
     )
     n_harmful: int = field(default=256, metadata={"help": "Harmful prompts to train on."})
     n_benign: int = field(default=256, metadata={"help": "Benign prompts to train on."})
+    n_capability: int = field(
+        default=64,
+        metadata={"help": "Organism only: questions about its world's facts added as benign."},
+    )
     max_length: int = field(default=256, metadata={"help": "Tokens per example (longer are cut)."})
     system: str | None = field(default=None, metadata={"help": "System prompt of every example."})
 

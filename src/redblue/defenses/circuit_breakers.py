@@ -38,6 +38,13 @@ __all__ = ["CircuitBreakerArguments", "CircuitBreakerTrainer", "default_target_l
 @dataclass
 class CircuitBreakerArguments(DefenseArguments):
     max_steps: int = field(default=40, metadata={"help": "Optimiser steps (circuit breakers: 40)."})
+    n_capability: int = field(
+        default=256,
+        metadata={
+            "help": "Organism only: questions about its world's facts added as benign (circuit "
+            "breakers: 256; with 64 the organism lost 10 points of capability, with 256 5)."
+        },
+    )
     learning_rate: float = field(
         default=1e-2,
         metadata={
