@@ -68,6 +68,7 @@ def run_cell(
     import torch
 
     from redblue.attacks import get_attack, load_config, run_attack
+    from redblue.cli.attack import _parse_sets
     from redblue.data.templates import load_templates
     from redblue.defenses import build_data, defend, get_defense, load_arguments
     from redblue.evaluate import make_judge
@@ -86,7 +87,7 @@ def run_cell(
         overrides: dict[str, Any] = {"output_dir": str(folder / "train"), "seed": seed}
         if args.steps:
             overrides["max_steps"] = args.steps
-        targs = load_arguments(cls, **{**overrides, **dict(args.set)})
+        targs = load_arguments(cls, **{**overrides, **_parse_sets(args.set)})
         data = build_data(
             model,
             tokenizer,
@@ -359,16 +360,6 @@ def real_model(args: argparse.Namespace) -> None:
     print(json.dumps({k: v for k, v in report.items() if k != "train"}, indent=1))
 
 
-def _setting(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=JSON, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value  # a bare string
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="organism")
@@ -382,7 +373,6 @@ def main() -> None:
         "--set",
         action="append",
         default=[],
-        type=_setting,
         metavar="KEY=JSON",
         help="Override a defence argument in every cell (use with --only and a fresh --out).",
     )
