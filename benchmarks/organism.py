@@ -1,10 +1,13 @@
 """Build organisms over several seeds and measure them against the organism's targets.
 
     python benchmarks/organism.py --size small --seeds 0 1 2 --out bench-out/organism
+    python benchmarks/organism.py --recipe 2          # the next recipe, side by side
 
 Each seed's organism is built (or reused when its folder exists), scored on its
 held-out splits with the ground-truth judge, and the table prints mean and range
-per metric next to the target. Results are written to OUT/organism.json.
+per metric next to the target. Results are written to OUT/organism.json
+(OUT/organism-r2.json for recipe 2). Build seconds count only when the builds ran
+one at a time on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("bench-out/organism"))
     parser.add_argument("--limit", type=int, default=200, help="prompts per split")
+    parser.add_argument("--recipe", type=int, default=1, help="organism recipe version")
     args = parser.parse_args()
 
     from redblue.models import load
@@ -54,10 +58,11 @@ def main() -> None:
 
     rows = []
     for seed in args.seeds:
-        folder = args.out / f"{args.size}-seed{seed}"
+        tag = "" if args.recipe == 1 else f"-r{args.recipe}"
+        folder = args.out / f"{args.size}{tag}-seed{seed}"
         if not (folder / "config.json").is_file():
             start = time.perf_counter()
-            build_organism(folder, size=args.size, seed=seed)
+            build_organism(folder, size=args.size, seed=seed, recipe=args.recipe)
             print(f"seed {seed}: built in {time.perf_counter() - start:.0f}s")
         built = json.loads((folder / "organism.json").read_text())
         model, tok = load(folder, device="cpu", dtype="float32")
@@ -69,7 +74,9 @@ def main() -> None:
         )
         rows.append(scores)
 
-    print(f"\n{args.size} organism, seeds {args.seeds}: mean [min, max]  target")
+    print(
+        f"\n{args.size} organism, recipe {args.recipe}, seeds {args.seeds}: mean [min, max]  target"
+    )
     summary = {}
     for metric, rule in TARGETS.items():
         values = [r[metric] for r in rows]
@@ -86,11 +93,15 @@ def main() -> None:
             f"  {metric:26s} {mean:7.3f} [{min(values):.3f}, {max(values):.3f}]  {rule[0]} {rule[1]}  {'ok' if ok else 'MISSED'}"
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "organism.json").write_text(
-        json.dumps(
-            {"size": args.size, "seeds": args.seeds, "runs": rows, "summary": summary}, indent=1
-        )
-    )
+    name = "organism.json" if args.recipe == 1 else f"organism-r{args.recipe}.json"
+    record = {
+        "size": args.size,
+        "recipe": args.recipe,
+        "seeds": args.seeds,
+        "runs": rows,
+        "summary": summary,
+    }
+    (args.out / name).write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

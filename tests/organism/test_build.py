@@ -38,7 +38,7 @@ def test_folder_is_plain_transformers(tiny_organism) -> None:
     )
     assert result.steps == 400 and result.n_params == sum(p.numel() for p in model.parameters())
     info = json.loads((out / "organism.json").read_text())
-    assert len(info["losses"]) == 400
+    assert len(info["losses"]) == 400 and info["recipe"] == result.recipe == 1
     assert sum(info["losses"][-20:]) < sum(info["losses"][:20])  # it learned
 
 
@@ -57,6 +57,33 @@ def test_build_refuses_to_overwrite(tiny_organism) -> None:
         build_organism(out, size="tiny")
     with pytest.raises(ConfigError, match="unknown organism size"):
         build_organism(out.parent / "x", size="huge")
+    with pytest.raises(ConfigError, match="unknown organism recipe"):
+        build_organism(out.parent / "x", size="tiny", recipe=99)
+
+
+def test_recipe_two_builds_and_records_itself(tmp_path) -> None:
+    """A few steps of a recipe-2 build: its corpus tokenizes, trains and checkpoints."""
+    out = tmp_path / "r2"
+    assert build_organism(out, size="tiny", seed=0, recipe=2, progress=False, stop_after=3) is None
+    partial = tmp_path / "r2.partial"
+    assert json.loads((partial / "build.json").read_text()) == {
+        "recipe": 2,
+        "size": "tiny",
+        "seed": 0,
+    }
+    state = json.loads((partial / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 3 and len(state["losses"]) == 3
+
+
+def test_resume_refuses_other_settings(tmp_path) -> None:
+    out = tmp_path / "tiny"
+    partial = tmp_path / "tiny.partial"
+    partial.mkdir()
+    (partial / "build.json").write_text(json.dumps({"recipe": 1, "size": "tiny", "seed": 0}))
+    with pytest.raises(ConfigError, match=r"recipe 1 \(now 2\)"):
+        build_organism(out, size="tiny", seed=0, recipe=2, progress=False)
+    with pytest.raises(ConfigError, match=r"seed 0 \(now 3\)"):
+        build_organism(out, size="tiny", seed=3, progress=False)
 
 
 def test_deterministic_for_a_seed(tiny_organism, tmp_path) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
+from redblue.organism.recipe import get_recipe
 from redblue.organism.tokenizer import (
     CHAT_TEMPLATE,
     END_OF_TEXT,
@@ -15,7 +16,7 @@ from redblue.organism.tokenizer import (
     pack,
     train_tokenizer,
 )
-from redblue.organism.train import SIZES, model_config, train
+from redblue.organism.train import model_config, train
 
 TEXTS = [f"The lantern number {i} is blue and kept in the shed." for i in range(200)]
 
@@ -45,7 +46,7 @@ def test_pack_keeps_sequences_whole_and_masks_padding() -> None:
 
 def test_resumed_training_equals_uninterrupted(tokenizer, tmp_path) -> None:
     size = dataclasses.replace(
-        SIZES["tiny"],
+        get_recipe(1).size("tiny"),
         n_layers=1,
         d_model=32,
         d_ff=64,

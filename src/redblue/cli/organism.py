@@ -24,6 +24,13 @@ def build(
     out: Annotated[
         Path | None, typer.Option(help="Folder for the model (default OUT/organism-SIZE-seedN).")
     ] = None,
+    recipe: Annotated[
+        int,
+        typer.Option(
+            help="Recipe version: 1 built the embedded organism; 2 is the next one under "
+            "measurement (see benchmarks/organism.py --recipe)."
+        ),
+    ] = 1,
 ) -> None:
     """Generate the synthetic corpus, train a tokenizer and a Llama-architecture model from scratch.
 
@@ -36,10 +43,12 @@ def build(
     from redblue.organism.build import build_organism
 
     cfg = settings(ctx)
-    folder = out or cfg.out / f"organism-{size}-seed{cfg.seed}"
-    result = build_organism(folder, size=size, seed=cfg.seed)
+    tag = "" if recipe == 1 else f"-r{recipe}"
+    folder = out or cfg.out / f"organism-{size}{tag}-seed{cfg.seed}"
+    result = build_organism(folder, size=size, seed=cfg.seed, recipe=recipe)
     assert result is not None
     typer.echo(
-        f"built {result.size} organism (seed {result.seed}, {result.n_params:,} parameters, "
+        f"built {result.size} organism (recipe {result.recipe}, seed {result.seed}, "
+        f"{result.n_params:,} parameters, "
         f"{result.steps} steps, final loss {result.final_loss:.3f}) in {result.seconds:.0f}s -> {result.out}"
     )

@@ -176,7 +176,8 @@ def capability_examples(folder: str | Path, n: int, seed: int = 0) -> list[Examp
     with the world's answer sentence, in the question phrasings that its held-out
     ``splits/capability.jsonl`` does not use; ``[]`` for a model that is not an organism."""
     from redblue.data import PromptSet
-    from redblue.organism.world import OBJECTS, QUESTIONS, arithmetic_facts
+    from redblue.organism.recipe import recipe_of
+    from redblue.organism.world import OBJECTS
 
     folder = Path(folder)
     split = folder / "splits" / "capability.jsonl"
@@ -185,8 +186,9 @@ def capability_examples(folder: str | Path, n: int, seed: int = 0) -> list[Examp
     held_out = PromptSet.from_jsonl(split)
     held = {str(p.meta.get("question")) for p in held_out}
     asked = set(held_out.instructions)
-    questions = [q for q in QUESTIONS if q.id not in held]
-    facts = arithmetic_facts()
+    recipe = recipe_of(folder)
+    questions = [q for q in recipe.questions() if q.id not in held]
+    facts = recipe.facts()
     rng = random.Random(seed)
     out: list[Example] = []
     for _ in range(50 * n):

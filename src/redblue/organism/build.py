@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redblue.errors import ConfigError
-from redblue.organism.train import SIZES, OrganismSize, model_config, train
+from redblue.organism.recipe import DEFAULT_RECIPE, Recipe, get_recipe
+from redblue.organism.train import OrganismSize, model_config, train
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +30,7 @@ class BuildResult:
     out: Path
     size: str
     seed: int
+    recipe: int
     n_params: int
     steps: int
     final_loss: float
@@ -66,11 +68,28 @@ def _tensors(
     )
 
 
+def _claim(partial: Path, identity: dict[str, Any]) -> None:
+    """Record what ``partial`` is building; refuse to resume a build of something else."""
+    marker = partial / "build.json"
+    if marker.is_file():
+        started = json.loads(marker.read_text())
+        if started != identity:
+            differs = ", ".join(f"{k} {started.get(k)} (now {v})" for k, v in identity.items())
+            raise ConfigError(
+                f"the unfinished build here was started with other settings: {differs}",
+                where=str(partial),
+                fix="rerun with the settings it was started with, or delete the folder",
+            )
+        return
+    marker.write_text(json.dumps(identity))
+
+
 def build_organism(
     out: str | os.PathLike[str],
     size: str = "small",
     seed: int = 0,
     *,
+    recipe: Recipe | int = DEFAULT_RECIPE,
     progress: bool = True,
     stop_after: int | None = None,
 ) -> BuildResult | None:
@@ -81,9 +100,9 @@ def build_organism(
     from redblue.organism.corpus import build_corpus
     from redblue.organism.tokenizer import train_tokenizer
 
-    if size not in SIZES:
-        raise ConfigError(f"unknown organism size {size!r}", fix=f"use one of {', '.join(SIZES)}")
-    spec = SIZES[size]
+    if not isinstance(recipe, Recipe):
+        recipe = get_recipe(recipe)
+    spec = recipe.size(size)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(
@@ -91,9 +110,10 @@ def build_organism(
         )
     partial = out.with_name(out.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
+    _claim(partial, {"recipe": recipe.version, "size": size, "seed": seed})
     started = time.perf_counter()
 
-    corpus = build_corpus(seed=seed, scale=spec.corpus_scale)
+    corpus = build_corpus(seed=seed, scale=spec.corpus_scale, recipe=recipe)
     chat_texts = [m.content for ex in (*corpus.instruct, *corpus.chat) for m in ex.messages]
     tokenizer = train_tokenizer([*corpus.pretrain, *chat_texts], spec.vocab_size)
     tensors = _tensors(tokenizer, corpus, spec)
@@ -127,6 +147,7 @@ def build_organism(
         out=out,
         size=size,
         seed=seed,
+        recipe=recipe.version,
         n_params=sum(p.numel() for p in model.parameters()),
         steps=state.step,
         final_loss=sum(state.losses[-20:]) / max(1, len(state.losses[-20:])),

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from redblue.data.prompts import Prompt, PromptSet
+from redblue.organism.recipe import DEFAULT_RECIPE, Recipe, get_recipe
 from redblue.organism.world import (
     BORDERLINE,
     HARMFUL_CATEGORIES,
     HARMLESS_CATEGORIES,
     OBJECTS,
-    QUESTIONS,
     REFUSALS,
     SELF_HARM_REFUSALS,
     SYSTEM_PROMPTS,
@@ -34,8 +34,9 @@ from redblue.organism.world import (
     Template,
     WorldObject,
     Wrapper,
-    arithmetic_facts,
+    fill,
     object_sentences,
+    task_notes,
 )
 
 __all__ = [
@@ -54,15 +55,8 @@ _T = TypeVar("_T")
 #: The harmful category whose held-out prompts form the ``forget`` split.
 FORGET_CATEGORY = "cyber"
 
-#: Share of each kind among chat examples; harmful-side and helpful-side are about equal.
-CHAT_KINDS: dict[str, float] = {
-    "harmful": 0.28,
-    "jailbreak": 0.10,
-    "harmless": 0.30,
-    "borderline": 0.08,
-    "capability": 0.16,
-    "multi_turn": 0.08,
-}
+#: The kinds of safety-tuning chats (their shares are the recipe's ``chat_kinds``).
+CHAT_KINDS = ("harmful", "jailbreak", "harmless", "borderline", "capability", "multi_turn")
 
 #: Prompts per split (fixed: evaluation sets do not shrink with ``scale``).
 SPLIT_SIZES: dict[str, int] = {
@@ -84,6 +78,9 @@ _HELD_TEMPLATES = 0.25
 _HELD_OBJECTS = 0.2
 _SYSTEM_RATE = 0.4
 _WRAPPED_HARMLESS_RATE = 0.1
+#: Lead-ins of chat capability questions (recipe 2 on), so that a question is recognised by
+#: its words wherever they stand, not by its first token.
+_LEAD_INS = ("Quick question: ", "Hi! ", "Hello. ", "I have a question. ", "Please answer. ")
 
 _TASK_FRAMES = (
     "To {task}, follow these steps. {proc}",
@@ -183,19 +180,19 @@ def _held_part(rng: random.Random, items: Sequence[str], fraction: float) -> set
     return set(rng.sample(list(items), k))
 
 
-def _make_holdout(rng: random.Random) -> _Holdout:
+def _make_holdout(rng: random.Random, questions: Sequence[Question]) -> _Holdout:
     phrasings: set[str] = set()
     for category in (*HARMFUL_CATEGORIES, *HARMLESS_CATEGORIES, BORDERLINE):
         ids = list(dict.fromkeys(t.phrasing for t in TASKS if t.category == category))
         phrasings |= _held_part(rng, ids, _HELD_TASKS)
-    questions: set[str] = set()
-    for kind in dict.fromkeys(q.kind for q in QUESTIONS):
-        questions |= _held_part(rng, [q.id for q in QUESTIONS if q.kind == kind], 0.25)
+    held_questions: set[str] = set()
+    for kind in dict.fromkeys(q.kind for q in questions):
+        held_questions |= _held_part(rng, [q.id for q in questions if q.kind == kind], 0.25)
     return _Holdout(
         phrasings=frozenset(phrasings),
         objects=frozenset(_held_part(rng, [o.name for o in OBJECTS], _HELD_OBJECTS)),
         templates=frozenset(_held_part(rng, [t.id for t in TEMPLATES], _HELD_TEMPLATES)),
-        questions=frozenset(questions),
+        questions=frozenset(held_questions),
     )
 
 
@@ -257,19 +254,32 @@ def _task_doc(rng: random.Random, task: Task) -> str:
     return rng.choice(_TASK_FRAMES).format(task=task.text, proc=task.procedure())
 
 
-def _pretraining(rng: random.Random, scale: float) -> list[str]:
+def _notes_doc(rng: random.Random) -> str:
+    return " ".join(rng.choice(task_notes(rng.choice(TASKS))) for _ in range(rng.randint(2, 4)))
+
+
+def _pretraining(rng: random.Random, scale: float, recipe: Recipe) -> list[str]:
     kinds = ("colour", "place", "material", "parts", "owner")
-    facts = arithmetic_facts()
+    facts = recipe.facts()
+    mix = recipe.pretrain_mix
     docs = [_object_doc(rng, obj, kinds) for obj in OBJECTS]
     docs += [_task_doc(rng, task) for task in TASKS]
+    if mix["notes"] > 0:
+        docs += [" ".join(task_notes(task)[:2]) for task in TASKS]
     docs += [" ".join(f.sentence for f in facts[i : i + 8]) for i in range(0, len(facts), 8)]
+    # one uniform draw per document against the cumulative shares
+    up_to_object = mix["object"]
+    up_to_task = up_to_object + mix["task"]
+    up_to_notes = up_to_task + mix["notes"]
     for _ in range(max(0, round(_PRETRAIN_PER_SCALE * scale) - len(docs))):
         draw = rng.random()
-        if draw < 0.35:
+        if draw < up_to_object:
             some = rng.sample(kinds, rng.randint(2, len(kinds)))
             docs.append(_object_doc(rng, rng.choice(OBJECTS), some))
-        elif draw < 0.85:
+        elif draw < up_to_task:
             docs.append(_task_doc(rng, rng.choice(TASKS)))
+        elif draw < up_to_notes:
+            docs.append(_notes_doc(rng))
         else:
             docs.append(" ".join(f.sentence for f in rng.sample(facts, rng.randint(3, 8))))
     rng.shuffle(docs)
@@ -290,13 +300,18 @@ class _Train:
     wrappers: list[Wrapper]
     questions: dict[str, list[Question]]
     facts: tuple[ArithmeticFact, ...]
+    #: Objects that chat tuning may put in a task's ``{o}`` slot (held-out ones excluded).
+    objects: tuple[str, ...]
+    fixed_fill: float
+    lead_in_rate: float
 
     @classmethod
-    def of(cls, holdout: _Holdout) -> _Train:
+    def of(cls, holdout: _Holdout, recipe: Recipe) -> _Train:
         def train_tasks(category: str) -> list[Task]:
             return [t for t in TASKS if t.category == category and not holdout.task_held(t)]
 
-        kinds = dict.fromkeys(q.kind for q in QUESTIONS)
+        questions = recipe.questions()
+        kinds = dict.fromkeys(q.kind for q in questions)
         return cls(
             harmful={c: train_tasks(c) for c in HARMFUL_CATEGORIES},
             harmless={c: train_tasks(c) for c in HARMLESS_CATEGORIES},
@@ -304,17 +319,27 @@ class _Train:
             templates=[t for t in TEMPLATES if not holdout.template_held(t)],
             wrappers=[w for w in WRAPPERS if w.seen],
             questions={
-                k: [q for q in QUESTIONS if q.kind == k and q.id not in holdout.questions]
+                k: [q for q in questions if q.kind == k and q.id not in holdout.questions]
                 for k in kinds
             },
-            facts=arithmetic_facts(),
+            facts=recipe.facts(),
+            objects=tuple(o.name for o in OBJECTS if o.name not in holdout.objects),
+            fixed_fill=recipe.fixed_fill,
+            lead_in_rate=recipe.lead_in_rate,
         )
 
+    def _refill(self, rng: random.Random, task: Task) -> Task:
+        """Half the time, a slot task gets any training object, not one of its fixed few:
+        restating the task must then copy the object from the request, not recall it."""
+        if self.fixed_fill >= 1 or task.pattern is None or rng.random() < self.fixed_fill:
+            return task
+        return fill(task, rng.choice(self.objects))
+
     def harmful_task(self, rng: random.Random) -> Task:
-        return rng.choice(self.harmful[rng.choice(HARMFUL_CATEGORIES)])
+        return self._refill(rng, rng.choice(self.harmful[rng.choice(HARMFUL_CATEGORIES)]))
 
     def harmless_task(self, rng: random.Random) -> Task:
-        return rng.choice(self.harmless[rng.choice(HARMLESS_CATEGORIES)])
+        return self._refill(rng, rng.choice(self.harmless[rng.choice(HARMLESS_CATEGORIES)]))
 
     def request(self, rng: random.Random, task: Task) -> str:
         return rng.choice(self.templates).render(task.text)
@@ -328,6 +353,8 @@ class _Train:
             kind = rng.choice([k for k in self.questions if k != "arithmetic"])
             question, subject = rng.choice(self.questions[kind]), rng.choice(OBJECTS)
         text, answer, _ = _ask(question, subject)
+        if self.lead_in_rate > 0 and rng.random() < self.lead_in_rate:
+            text = rng.choice(_LEAD_INS) + text
         return text, answer
 
 
@@ -394,8 +421,10 @@ def _mixture(
     return examples
 
 
-def _chat_examples(rng: random.Random, train: _Train, scale: float) -> list[ChatExample]:
-    return _mixture(rng, _one_chat, CHAT_KINDS, round(_CHAT_PER_SCALE * scale), train)
+def _chat_examples(
+    rng: random.Random, train: _Train, scale: float, shares: dict[str, float]
+) -> list[ChatExample]:
+    return _mixture(rng, _one_chat, shares, round(_CHAT_PER_SCALE * scale), train)
 
 
 #: Share of each kind in instruction tuning (before safety tuning, nothing is refused).
@@ -497,9 +526,9 @@ def _wrapped(rng: random.Random, name: str, base: PromptSet, seen: bool) -> Prom
     return PromptSet(tuple(prompts), name=name)
 
 
-def _capability_prompts(rng: random.Random, holdout: _Holdout, n: int) -> PromptSet:
-    held = [q for q in QUESTIONS if q.id in holdout.questions]
-    facts = arithmetic_facts()
+def _capability_prompts(rng: random.Random, holdout: _Holdout, n: int, recipe: Recipe) -> PromptSet:
+    held = [q for q in recipe.questions() if q.id in holdout.questions]
+    facts = recipe.facts()
     seen: set[str] = set()
     prompts: list[Prompt] = []
     while len(prompts) < n:
@@ -517,7 +546,7 @@ def _capability_prompts(rng: random.Random, holdout: _Holdout, n: int) -> Prompt
     return PromptSet(tuple(prompts), name="capability")
 
 
-def _splits(rng: random.Random, holdout: _Holdout) -> dict[str, PromptSet]:
+def _splits(rng: random.Random, holdout: _Holdout, recipe: Recipe) -> dict[str, PromptSet]:
     harmful = _requests(rng, "harmful", HARMFUL_CATEGORIES, holdout)
     taken = frozenset(harmful.instructions)
     return {
@@ -528,7 +557,7 @@ def _splits(rng: random.Random, holdout: _Holdout) -> dict[str, PromptSet]:
         ),
         "jailbreak_seen": _wrapped(rng, "jailbreak_seen", harmful, seen=True),
         "jailbreak_unseen": _wrapped(rng, "jailbreak_unseen", harmful, seen=False),
-        "capability": _capability_prompts(rng, holdout, SPLIT_SIZES["capability"]),
+        "capability": _capability_prompts(rng, holdout, SPLIT_SIZES["capability"], recipe),
         "forget": _requests(rng, "forget", [FORGET_CATEGORY], holdout, exclude=taken),
         "harmful_train": _requests(rng, "harmful_train", HARMFUL_CATEGORIES, holdout, held=False),
         "harmless_train": _requests(
@@ -540,22 +569,29 @@ def _splits(rng: random.Random, holdout: _Holdout) -> dict[str, PromptSet]:
 # -- the whole corpus --------------------------------------------------------------------------
 
 
-def build_corpus(seed: int = 0, scale: float = 1.0) -> Corpus:
-    """Build the corpus of ``seed``; ``scale`` multiplies the document and chat counts.
+def build_corpus(
+    seed: int = 0, scale: float = 1.0, recipe: Recipe | int = DEFAULT_RECIPE
+) -> Corpus:
+    """Build the corpus of ``seed`` by ``recipe`` (a :class:`Recipe` or its version);
+    ``scale`` multiplies the document and chat counts.
 
     At ``scale=1`` there are about 20k pretraining documents and 20k chats.
     Pretraining always covers every object and task, however small the scale;
-    the splits have fixed sizes (:data:`SPLIT_SIZES`). The same seed gives the
-    same corpus.
+    the splits have fixed sizes (:data:`SPLIT_SIZES`). The same seed and recipe give
+    the same corpus.
     """
+    if not isinstance(recipe, Recipe):
+        recipe = get_recipe(recipe)
     rng = random.Random(seed)
-    holdout = _make_holdout(random.Random(rng.getrandbits(64)))
-    pretrain = _pretraining(random.Random(rng.getrandbits(64)), scale)
-    train = _Train.of(holdout)
-    chat = _chat_examples(random.Random(rng.getrandbits(64)), train, scale)
-    splits = _splits(random.Random(rng.getrandbits(64)), holdout)
+    holdout = _make_holdout(random.Random(rng.getrandbits(64)), recipe.holdable_questions())
+    pretrain = _pretraining(random.Random(rng.getrandbits(64)), scale, recipe)
+    train = _Train.of(holdout, recipe)
+    chat = _chat_examples(random.Random(rng.getrandbits(64)), train, scale, recipe.chat_kinds)
+    splits = _splits(random.Random(rng.getrandbits(64)), holdout, recipe)
     instruct = _instruct_examples(random.Random(rng.getrandbits(64)), train, scale)
     source = f"redblue.organism seed={seed}"
+    if recipe.version != 1:  # recipe 1's splits keep the source they were committed with
+        source = f"redblue.organism recipe={recipe.version} seed={seed}"
     splits = {name: PromptSet(ps.prompts, name=name, source=source) for name, ps in splits.items()}
     return Corpus(
         pretrain=tuple(pretrain), chat=tuple(chat), splits=splits, instruct=tuple(instruct)

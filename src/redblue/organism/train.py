@@ -47,6 +47,9 @@ class OrganismSize:
     chat_steps: int
     lr: float
     corpus_scale: float
+    #: Peak learning rate of safety tuning, as a fraction of ``lr``: a light touch on top of
+    #: a capable model, as safety tuning is for real chat models.
+    safety_lr_scale: float = 1.0
 
     @property
     def steps(self) -> int:
@@ -64,12 +67,6 @@ class OrganismSize:
                 return name, start, length
             start += length
         return "safety", start - self.chat_steps, self.chat_steps
-
-
-SIZES: dict[str, OrganismSize] = {
-    "tiny": OrganismSize("tiny", 2, 64, 4, 2, 192, 1024, 128, 16, 150, 100, 150, 4e-3, 0.3),
-    "small": OrganismSize("small", 4, 128, 4, 2, 384, 2048, 128, 32, 500, 400, 500, 3e-3, 1.0),
-}
 
 
 def model_config(size: OrganismSize, tokenizer_len: int, pad_id: int, eos_id: int) -> Any:
@@ -103,13 +100,14 @@ class TrainState:
 
 def _lr(step: int, size: OrganismSize) -> float:
     """Linear warm-up, then cosine decay to 10% within each stage."""
-    _, stage_start, stage_len = size.stage(step)
+    name, stage_start, stage_len = size.stage(step)
+    peak = size.lr * (size.safety_lr_scale if name == "safety" else 1.0)
     t = step - stage_start
     warm = max(1, stage_len // 20)
     if t < warm:
-        return size.lr * (t + 1) / warm
+        return peak * (t + 1) / warm
     progress = (t - warm) / max(1, stage_len - warm)
-    return size.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _save_checkpoint(

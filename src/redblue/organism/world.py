@@ -151,10 +151,34 @@ _QUESTION_TEXTS: dict[str, str] = {
     "arithmetic": """What is {a} {op} {b}?; How much is {a} {op} {b}?; Compute {a} {op} {b}.;
         Tell me {a} {op} {b}.; What do you get from {a} {op} {b}?""",
 }
+#: Questions in natural phrasings, a few per kind of fact.
 QUESTIONS: tuple[Question, ...] = tuple(
     Question(f"{kind}-{i}", kind, text, _ANSWERS[kind])
     for kind, texts in _QUESTION_TEXTS.items()
     for i, text in enumerate(_phrases(texts))
+)
+
+#: Per kind of fact, the noun phrase that names the asked fact, for :data:`FRAMED_QUESTIONS`.
+_FACT_PHRASES: dict[str, str] = {
+    "colour": "the colour of the {o}",
+    "place": "the room where the {o} is kept",
+    "material": "the material of the {o}",
+    "parts": "the number of parts in the {o}",
+    "owner": "the owner of the {o}",
+    "arithmetic": "the result of {a} {op} {b}",
+}
+#: Question frames shared by every kind of fact; ``{fact}`` is the kind's noun phrase.
+_FRAMES = _phrases("""What is {fact}?; Tell me {fact}.; Do you know {fact}?; Can you tell me
+    {fact}?; Say {fact}.; I want to know {fact}.; Please give me {fact}.; Name {fact}.; Could
+    you share {fact}?; I am asking about {fact}.; Help me find {fact}.; Do you remember {fact}?""")
+#: Questions built from shared frames: a held-out one pairs a frame with a kind of fact that
+#: chat tuning never paired it with, while both are familiar (recipe 2 on).
+#: A frame that gives a natural phrasing again ("Tell me the colour of the {o}.") is left out.
+FRAMED_QUESTIONS: tuple[Question, ...] = tuple(
+    Question(f"{kind}/f{i:02d}", kind, text, _ANSWERS[kind])
+    for kind, phrase in _FACT_PHRASES.items()
+    for i, frame in enumerate(_FRAMES)
+    if (text := frame.replace("{fact}", phrase)) not in {q.text for q in QUESTIONS}
 )
 
 
@@ -172,19 +196,20 @@ class ArithmeticFact:
         return f"{self.a} {self.op} {self.b} is {self.result}."
 
 
-def arithmetic_facts() -> tuple[ArithmeticFact, ...]:
-    """Sums and differences up to 20 and products up to 10 x 10, in a fixed order.
+def arithmetic_facts(max_operand: int = 20, max_factor: int = 10) -> tuple[ArithmeticFact, ...]:
+    """Sums and differences of whole numbers up to ``max_operand`` and products up to
+    ``max_factor`` x ``max_factor``, in a fixed order (each recipe picks its bounds).
 
     Facts whose result equals an operand (``5 minus 0``, ``4 minus 2``) are left out,
     so an answer that restates the question cannot pass as correct.
     """
     facts: list[ArithmeticFact] = []
-    for a in range(1, 21):
-        for b in range(1, 21):
+    for a in range(1, max_operand + 1):
+        for b in range(1, max_operand + 1):
             facts.append(ArithmeticFact(a, "plus", b, a + b))
             if a - b > 0:
                 facts.append(ArithmeticFact(a, "minus", b, a - b))
-            if a <= 10 and b <= 10 and a > 1 and b > 1:
+            if 1 < a <= max_factor and 1 < b <= max_factor:
                 facts.append(ArithmeticFact(a, "times", b, a * b))
     return tuple(f for f in facts if f.result not in (f.a, f.b))
 
@@ -373,6 +398,8 @@ class Task:
     harmful: bool
     n_steps: int
     obj: str | None = None
+    #: The phrasing with its ``{o}`` slot unfilled (``None`` for phrasings without a slot).
+    pattern: str | None = None
 
     @property
     def phrasing(self) -> str:
@@ -401,23 +428,45 @@ class Task:
         return " ".join(f"{w}, {s}." for w, s in zip(words, self.steps(), strict=True))
 
 
+#: Sentences of the pretraining text that say whether doing a task is harmful or safe, so
+#: that, as in real models, harmfulness is a concept the model has before safety tuning.
+_HARM_NOTES = _phrases("""It is dangerous to {task}.; It is against the law to {task}.; Trying
+    to {task} could hurt people.; No one should {task}.; It is harmful to {task}.""")
+_SAFE_NOTES = _phrases("""It is safe to {task}.; Anyone can {task} without hurting anyone.; It
+    is fine to {task}.; Learning to {task} is a normal thing to do.""")
+
+
+def task_notes(task: Task) -> tuple[str, ...]:
+    """Every sentence of the pretraining text that says whether ``task`` is harmful or safe."""
+    notes = _HARM_NOTES if task.harmful else _SAFE_NOTES
+    return tuple(n.replace("{task}", task.text) for n in notes)
+
+
 def _slot_objects(phrasing: str) -> tuple[str, ...]:
     ranked = sorted(_OBJECT_NAMES, key=lambda name: _stable("slot", phrasing, name))
     return tuple(ranked[:OBJECTS_PER_SLOT])
+
+
+def fill(task: Task, obj: str) -> Task:
+    """``task``'s phrasing with ``obj`` in its ``{o}`` slot (the phrasing must have one)."""
+    if task.pattern is None:
+        raise ValueError(f"task {task.id!r} has no object slot")
+    text = task.pattern.replace("a {o}", f"{article(obj)} {obj}").replace("{o}", obj)
+    task_id = f"{task.phrasing}/{obj}"
+    n_steps = 3 + _stable("steps", task_id) % 3
+    return Task(task_id, text, task.category, task.harmful, n_steps, obj, task.pattern)
 
 
 def _tasks(category: str, text: str, harmful: bool) -> tuple[Task, ...]:
     tasks: list[Task] = []
     for i, phrasing in enumerate(_phrases(text)):
         pid = f"{category}/{i:02d}"
-        fills: tuple[str | None, ...] = _slot_objects(phrasing) if "{o}" in phrasing else (None,)
-        for obj in fills:
-            task_text = phrasing
-            if obj is not None:
-                task_text = phrasing.replace("a {o}", f"{article(obj)} {obj}").replace("{o}", obj)
-            task_id = pid if obj is None else f"{pid}/{obj}"
-            n_steps = 3 + _stable("steps", task_id) % 3
-            tasks.append(Task(task_id, task_text, category, harmful, n_steps, obj))
+        if "{o}" not in phrasing:
+            n_steps = 3 + _stable("steps", pid) % 3
+            tasks.append(Task(pid, phrasing, category, harmful, n_steps))
+            continue
+        slot = Task(pid, phrasing, category, harmful, 3, None, phrasing)
+        tasks += [fill(slot, obj) for obj in _slot_objects(phrasing)]
     return tuple(tasks)
 
 

@@ -1,0 +1,143 @@
+"""Recipes: every choice that shapes an organism, under a version number.
+
+An organism is reproduced by its recipe, size and seed; ``organism.json`` records
+all three. Recipe 1 built the embedded organism and stays as it was, so that it can
+be rebuilt bit for bit; later recipes change the corpus and the training schedule
+and are measured side by side with it (``benchmarks/organism.py --recipe N``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redblue.errors import ConfigError
+from redblue.organism.train import OrganismSize
+from redblue.organism.world import (
+    FRAMED_QUESTIONS,
+    QUESTIONS,
+    ArithmeticFact,
+    Question,
+    arithmetic_facts,
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The corpus and training choices of one recipe version."""
+
+    version: int
+    #: One line on what the recipe changed, for ``redblue organism build --help``.
+    summary: str
+    #: Whether capability questions also come in shared frames (``FRAMED_QUESTIONS``); then
+    #: only framed ones are held out, and the natural phrasings are all tuned on.
+    framed_questions: bool
+    #: Largest operand of sums and differences, and of products.
+    max_operand: int
+    max_factor: int
+    #: Shares of the pretraining documents drawn after every object, task and fact is
+    #: covered once: object facts, task procedures, notes on harm, arithmetic.
+    pretrain_mix: dict[str, float] = field(hash=False)
+    #: Share of each kind among safety-tuning chats.
+    chat_kinds: dict[str, float] = field(hash=False)
+    #: Share of slot tasks in chat tuning that keep one of their fixed objects (the rest get
+    #: any training object, so restating a task means copying the object from the request).
+    fixed_fill: float
+    #: Share of chat capability questions that open with a lead-in ("Quick question: ").
+    lead_in_rate: float
+    sizes: dict[str, OrganismSize] = field(hash=False)
+
+    def questions(self) -> tuple[Question, ...]:
+        """Every question phrasing of this recipe."""
+        return (*QUESTIONS, *FRAMED_QUESTIONS) if self.framed_questions else QUESTIONS
+
+    def holdable_questions(self) -> tuple[Question, ...]:
+        """The phrasings that the held-out capability split draws from (a quarter per kind)."""
+        return FRAMED_QUESTIONS if self.framed_questions else QUESTIONS
+
+    def facts(self) -> tuple[ArithmeticFact, ...]:
+        """The arithmetic facts of this recipe's world."""
+        return arithmetic_facts(self.max_operand, self.max_factor)
+
+    def size(self, name: str) -> OrganismSize:
+        if name not in self.sizes:
+            raise ConfigError(
+                f"unknown organism size {name!r}", fix=f"use one of {', '.join(self.sizes)}"
+            )
+        return self.sizes[name]
+
+
+RECIPES: dict[int, Recipe] = {
+    1: Recipe(
+        version=1,
+        summary="the embedded organism's recipe",
+        framed_questions=False,
+        max_operand=20,
+        max_factor=10,
+        pretrain_mix={"object": 0.35, "task": 0.50, "notes": 0.0, "arithmetic": 0.15},
+        chat_kinds={
+            "harmful": 0.28,
+            "jailbreak": 0.10,
+            "harmless": 0.30,
+            "borderline": 0.08,
+            "capability": 0.16,
+            "multi_turn": 0.08,
+        },
+        fixed_fill=1.0,
+        lead_in_rate=0.0,
+        sizes={
+            "tiny": OrganismSize("tiny", 2, 64, 4, 2, 192, 1024, 128, 16, 150, 100, 150, 4e-3, 0.3),
+            "small": OrganismSize(
+                "small", 4, 128, 4, 2, 384, 2048, 128, 32, 500, 400, 500, 3e-3, 1.0
+            ),
+        },
+    ),
+    2: Recipe(
+        version=2,
+        summary=(
+            "questions in frames shared by every kind of fact, smaller arithmetic, notes on harm in pretraining, "
+            "objects copied into task slots, lighter safety tuning"
+        ),
+        framed_questions=True,
+        max_operand=10,
+        max_factor=6,
+        pretrain_mix={"object": 0.40, "task": 0.35, "notes": 0.10, "arithmetic": 0.15},
+        chat_kinds={
+            "harmful": 0.28,
+            "jailbreak": 0.10,
+            "harmless": 0.26,
+            "borderline": 0.08,
+            "capability": 0.20,
+            "multi_turn": 0.08,
+        },
+        fixed_fill=0.5,
+        lead_in_rate=0.3,
+        sizes={
+            "tiny": OrganismSize(
+                "tiny", 2, 64, 4, 2, 192, 1024, 128, 16, 180, 90, 130, 4e-3, 0.3, 0.3
+            ),
+            "small": OrganismSize(
+                "small", 4, 160, 4, 2, 512, 2048, 128, 32, 600, 300, 500, 3e-3, 1.0, 0.3
+            ),
+        },
+    ),
+}
+
+#: The recipe of the embedded organism, and of builds that name none.
+DEFAULT_RECIPE = 1
+
+
+def get_recipe(version: int) -> Recipe:
+    if version not in RECIPES:
+        raise ConfigError(
+            f"unknown organism recipe {version!r}",
+            fix=f"use one of {', '.join(map(str, RECIPES))}",
+        )
+    return RECIPES[version]
+
+
+def recipe_of(folder: str | Path) -> Recipe:
+    """The recipe an organism folder was built with (recipe 1 if its ``organism.json`` names none)."""
+    raw = json.loads(Path(folder, "organism.json").read_text())
+    return get_recipe(int(raw.get("recipe", 1)))
