@@ -9,7 +9,7 @@ and are measured side by side with it (``benchmarks/organism.py --recipe N``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from redblue.errors import ConfigError
@@ -68,61 +68,65 @@ class Recipe:
         return self.sizes[name]
 
 
-RECIPES: dict[int, Recipe] = {
-    1: Recipe(
-        version=1,
-        summary="the embedded organism's recipe",
-        framed_questions=False,
-        max_operand=20,
-        max_factor=10,
-        pretrain_mix={"object": 0.35, "task": 0.50, "notes": 0.0, "arithmetic": 0.15},
-        chat_kinds={
-            "harmful": 0.28,
-            "jailbreak": 0.10,
-            "harmless": 0.30,
-            "borderline": 0.08,
-            "capability": 0.16,
-            "multi_turn": 0.08,
-        },
-        fixed_fill=1.0,
-        lead_in_rate=0.0,
-        sizes={
-            "tiny": OrganismSize("tiny", 2, 64, 4, 2, 192, 1024, 128, 16, 150, 100, 150, 4e-3, 0.3),
-            "small": OrganismSize(
-                "small", 4, 128, 4, 2, 384, 2048, 128, 32, 500, 400, 500, 3e-3, 1.0
-            ),
-        },
+_RECIPE_1 = Recipe(
+    version=1,
+    summary="the embedded organism's recipe",
+    framed_questions=False,
+    max_operand=20,
+    max_factor=10,
+    pretrain_mix={"object": 0.35, "task": 0.50, "notes": 0.0, "arithmetic": 0.15},
+    chat_kinds={
+        "harmful": 0.28,
+        "jailbreak": 0.10,
+        "harmless": 0.30,
+        "borderline": 0.08,
+        "capability": 0.16,
+        "multi_turn": 0.08,
+    },
+    fixed_fill=1.0,
+    lead_in_rate=0.0,
+    sizes={
+        "tiny": OrganismSize("tiny", 2, 64, 4, 2, 192, 1024, 128, 16, 150, 100, 150, 4e-3, 0.3),
+        "small": OrganismSize("small", 4, 128, 4, 2, 384, 2048, 128, 32, 500, 400, 500, 3e-3, 1.0),
+    },
+)
+
+#: Recipe 2, as its changes to recipe 1.
+_RECIPE_2 = replace(
+    _RECIPE_1,
+    version=2,
+    summary=(
+        "questions in frames shared by every kind of fact, smaller arithmetic, notes on harm "
+        "in pretraining, objects copied into task slots, a wider model, lighter safety tuning"
     ),
-    2: Recipe(
-        version=2,
-        summary=(
-            "questions in frames shared by every kind of fact, smaller arithmetic, notes on harm in pretraining, "
-            "objects copied into task slots, lighter safety tuning"
+    framed_questions=True,
+    max_operand=10,
+    max_factor=6,
+    pretrain_mix={"object": 0.40, "task": 0.35, "notes": 0.10, "arithmetic": 0.15},
+    chat_kinds={**_RECIPE_1.chat_kinds, "harmless": 0.26, "capability": 0.20},
+    fixed_fill=0.5,
+    lead_in_rate=0.3,
+    sizes={
+        "tiny": replace(
+            _RECIPE_1.sizes["tiny"],
+            pretrain_steps=180,
+            instruct_steps=90,
+            chat_steps=130,
+            safety_lr_scale=0.3,
         ),
-        framed_questions=True,
-        max_operand=10,
-        max_factor=6,
-        pretrain_mix={"object": 0.40, "task": 0.35, "notes": 0.10, "arithmetic": 0.15},
-        chat_kinds={
-            "harmful": 0.28,
-            "jailbreak": 0.10,
-            "harmless": 0.26,
-            "borderline": 0.08,
-            "capability": 0.20,
-            "multi_turn": 0.08,
-        },
-        fixed_fill=0.5,
-        lead_in_rate=0.3,
-        sizes={
-            "tiny": OrganismSize(
-                "tiny", 2, 64, 4, 2, 192, 1024, 128, 16, 180, 90, 130, 4e-3, 0.3, 0.3
-            ),
-            "small": OrganismSize(
-                "small", 4, 160, 4, 2, 512, 2048, 128, 32, 600, 300, 500, 3e-3, 1.0, 0.3
-            ),
-        },
-    ),
-}
+        "small": replace(
+            _RECIPE_1.sizes["small"],
+            d_model=160,
+            d_ff=512,
+            pretrain_steps=600,
+            instruct_steps=300,
+            chat_steps=500,
+            safety_lr_scale=0.3,
+        ),
+    },
+)
+
+RECIPES: dict[int, Recipe] = {1: _RECIPE_1, 2: _RECIPE_2}
 
 #: The recipe of the embedded organism, and of builds that name none.
 DEFAULT_RECIPE = 1
