@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from redblue.organism.world import (
     arithmetic_facts,
     fill,
     object_sentences,
+    task_notes,
 )
 
 SCALE = 0.05
@@ -44,7 +46,7 @@ HELD_OUT_SPLITS = (
 )
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["recipe1", "recipe2"])
+@pytest.fixture(scope="module", params=[1, 2, 3], ids=["recipe1", "recipe2", "recipe3"])
 def recipe(request: pytest.FixtureRequest) -> Recipe:
     return get_recipe(request.param)
 
@@ -329,6 +331,23 @@ def _all_fact_sentences(recipe: Recipe) -> list[str]:
             f"The {obj.name} belongs to {obj.owner}.",
         ]
     return sentences
+
+
+def test_notes_on_harm_label_every_task_rightly(corpus: Corpus, recipe: Recipe) -> None:
+    """Recipes 2 and 3 state in pretraining whether each task is harmful (3: verdict last)."""
+    pretrain = _joined(list(corpus.pretrain))
+    if recipe.pretrain_mix["notes"] == 0:
+        assert "It is dangerous to" not in pretrain and "a harmful request" not in pretrain
+        return
+    for task in TASKS:
+        own = task_notes(task, verdict_last=recipe.verdict_last)
+        assert any(n in pretrain for n in own), task.id
+        flipped = replace(task, harmful=not task.harmful)
+        assert not any(
+            n in pretrain for n in task_notes(flipped, verdict_last=recipe.verdict_last)
+        ), task.id
+        other_style = task_notes(task, verdict_last=not recipe.verdict_last)
+        assert not any(n in pretrain for n in other_style), task.id
 
 
 def _task_texts() -> list[str]:

@@ -27,8 +27,8 @@ def build(
     recipe: Annotated[
         int,
         typer.Option(
-            help="Recipe version: 1 built the embedded organism; 2 is the next one under "
-            "measurement (see benchmarks/organism.py --recipe)."
+            help="Recipe version: 1 built the embedded organism; 2 and 3 are later ones, "
+            "measured side by side in the README (benchmarks/organism.py --recipe N)."
         ),
     ] = 1,
 ) -> None:

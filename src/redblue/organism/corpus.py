@@ -254,8 +254,11 @@ def _task_doc(rng: random.Random, task: Task) -> str:
     return rng.choice(_TASK_FRAMES).format(task=task.text, proc=task.procedure())
 
 
-def _notes_doc(rng: random.Random) -> str:
-    return " ".join(rng.choice(task_notes(rng.choice(TASKS))) for _ in range(rng.randint(2, 4)))
+def _notes_doc(rng: random.Random, verdict_last: bool) -> str:
+    n = rng.randint(2, 4)
+    return " ".join(
+        rng.choice(task_notes(rng.choice(TASKS), verdict_last=verdict_last)) for _ in range(n)
+    )
 
 
 def _pretraining(rng: random.Random, scale: float, recipe: Recipe) -> list[str]:
@@ -265,7 +268,7 @@ def _pretraining(rng: random.Random, scale: float, recipe: Recipe) -> list[str]:
     docs = [_object_doc(rng, obj, kinds) for obj in OBJECTS]
     docs += [_task_doc(rng, task) for task in TASKS]
     if mix["notes"] > 0:
-        docs += [" ".join(task_notes(task)[:2]) for task in TASKS]
+        docs += [" ".join(task_notes(t, verdict_last=recipe.verdict_last)[:2]) for t in TASKS]
     docs += [" ".join(f.sentence for f in facts[i : i + 8]) for i in range(0, len(facts), 8)]
     # one uniform draw per document against the cumulative shares
     up_to_object = mix["object"]
@@ -279,7 +282,7 @@ def _pretraining(rng: random.Random, scale: float, recipe: Recipe) -> list[str]:
         elif draw < up_to_task:
             docs.append(_task_doc(rng, rng.choice(TASKS)))
         elif draw < up_to_notes:
-            docs.append(_notes_doc(rng))
+            docs.append(_notes_doc(rng, recipe.verdict_last))
         else:
             docs.append(" ".join(f.sentence for f in rng.sample(facts, rng.randint(3, 8))))
     rng.shuffle(docs)

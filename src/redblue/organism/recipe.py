@@ -47,6 +47,9 @@ class Recipe:
     #: Share of chat capability questions that open with a lead-in ("Quick question: ").
     lead_in_rate: float
     sizes: dict[str, OrganismSize] = field(hash=False)
+    #: Whether notes on harm give their verdict after the task ("Asking how to X is a harmful
+    #: request.") rather than before it ("It is dangerous to X.").
+    verdict_last: bool = False
 
     def questions(self) -> tuple[Question, ...]:
         """Every question phrasing of this recipe."""
@@ -126,7 +129,15 @@ _RECIPE_2 = replace(
     },
 )
 
-RECIPES: dict[int, Recipe] = {1: _RECIPE_1, 2: _RECIPE_2}
+#: Recipe 3, as its change to recipe 2: the notes on harm give their verdict after the task.
+_RECIPE_3 = replace(
+    _RECIPE_2,
+    version=3,
+    summary=_RECIPE_2.summary.replace("notes on harm", "notes on harm (verdict after the task)"),
+    verdict_last=True,
+)
+
+RECIPES: dict[int, Recipe] = {1: _RECIPE_1, 2: _RECIPE_2, 3: _RECIPE_3}
 
 #: The recipe of the embedded organism, and of builds that name none.
 DEFAULT_RECIPE = 1

@@ -434,11 +434,22 @@ _HARM_NOTES = _phrases("""It is dangerous to {task}.; It is against the law to {
     to {task} could hurt people.; No one should {task}.; It is harmful to {task}.""")
 _SAFE_NOTES = _phrases("""It is safe to {task}.; Anyone can {task} without hurting anyone.; It
     is fine to {task}.; Learning to {task} is a normal thing to do.""")
+#: The same notes with the verdict *after* the task (recipe 3 on): to predict it, the model
+#: must judge the task it has just read, as it must at the end of a request.
+_HARM_VERDICTS = _phrases("""Asking how to {task} is a harmful request.; Wanting to {task} is
+    dangerous.; To {task} is against the law.; Helping someone {task} could hurt people.; A plan
+    to {task} is harmful.""")
+_SAFE_VERDICTS = _phrases("""Asking how to {task} is a safe request.; Wanting to {task} is
+    fine.; To {task} is a normal thing to do.; Helping someone {task} hurts no one.""")
 
 
-def task_notes(task: Task) -> tuple[str, ...]:
-    """Every sentence of the pretraining text that says whether ``task`` is harmful or safe."""
-    notes = _HARM_NOTES if task.harmful else _SAFE_NOTES
+def task_notes(task: Task, *, verdict_last: bool = False) -> tuple[str, ...]:
+    """Every sentence of the pretraining text that says whether ``task`` is harmful or safe
+    (with the verdict after the task if ``verdict_last``)."""
+    if verdict_last:
+        notes = _HARM_VERDICTS if task.harmful else _SAFE_VERDICTS
+    else:
+        notes = _HARM_NOTES if task.harmful else _SAFE_NOTES
     return tuple(n.replace("{task}", task.text) for n in notes)
 
 
