@@ -70,6 +70,8 @@ def _tensors(
 
 def _claim(partial: Path, identity: dict[str, Any]) -> None:
     """Record what ``partial`` is building; refuse to resume a build of something else."""
+    from redblue.io import write_json
+
     marker = partial / "build.json"
     if marker.is_file():
         started = json.loads(marker.read_text())
@@ -81,7 +83,7 @@ def _claim(partial: Path, identity: dict[str, Any]) -> None:
                 fix="rerun with the settings it was started with, or delete the folder",
             )
         return
-    marker.write_text(json.dumps(identity))
+    write_json(marker, identity)
 
 
 def build_organism(
