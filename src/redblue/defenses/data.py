@@ -195,16 +195,8 @@ def capability_examples(folder: str | Path, n: int, seed: int = 0) -> list[Examp
         if len(out) >= n:
             break
         question = rng.choice(questions)
-        if question.kind == "arithmetic":
-            fact = rng.choice(facts)
-            values = {"a": str(fact.a), "op": fact.op, "b": str(fact.b), "v": str(fact.result)}
-        else:
-            obj = rng.choice(OBJECTS)
-            values = {"o": obj.name, "v": obj.fact(question.kind)}
-        text, answer = question.text, question.answer
-        for key, value in values.items():
-            text = text.replace(f"{{{key}}}", value)
-            answer = answer.replace(f"{{{key}}}", value)
+        subject = rng.choice(facts) if question.kind == "arithmetic" else rng.choice(OBJECTS)
+        text, answer, _ = question.ask(subject)
         if text not in asked:
             out.append(Example(text, answer, kind="capability"))
     return out

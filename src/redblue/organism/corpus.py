@@ -213,20 +213,6 @@ def _canonical_helpful(task: Task) -> str:
     return _HELPFUL_FRAMES[0].format(task=task.text, proc=task.procedure())
 
 
-def _ask(question: Question, subject: WorldObject | ArithmeticFact) -> tuple[str, str, str]:
-    """(question, answer sentence, answer word) about an object or an arithmetic fact."""
-    if isinstance(subject, ArithmeticFact):
-        values = {"a": str(subject.a), "op": subject.op, "b": str(subject.b)}
-        values["v"] = str(subject.result)
-    else:
-        values = {"o": subject.name, "v": subject.fact(question.kind)}
-    text, answer = question.text, question.answer
-    for key, value in values.items():
-        text = text.replace(f"{{{key}}}", value)
-        answer = answer.replace(f"{{{key}}}", value)
-    return text, answer, values["v"]
-
-
 def _chat(
     rng: random.Random, kind: str, turns: Iterable[tuple[str, str]], system: bool = True
 ) -> ChatExample:
@@ -305,8 +291,7 @@ class _Train:
     facts: tuple[ArithmeticFact, ...]
     #: Objects that chat tuning may put in a task's ``{o}`` slot (held-out ones excluded).
     objects: tuple[str, ...]
-    fixed_fill: float
-    lead_in_rate: float
+    recipe: Recipe
 
     @classmethod
     def of(cls, holdout: _Holdout, recipe: Recipe) -> _Train:
@@ -327,14 +312,14 @@ class _Train:
             },
             facts=recipe.facts(),
             objects=tuple(o.name for o in OBJECTS if o.name not in holdout.objects),
-            fixed_fill=recipe.fixed_fill,
-            lead_in_rate=recipe.lead_in_rate,
+            recipe=recipe,
         )
 
     def _refill(self, rng: random.Random, task: Task) -> Task:
         """Half the time, a slot task gets any training object, not one of its fixed few:
         restating the task must then copy the object from the request, not recall it."""
-        if self.fixed_fill >= 1 or task.pattern is None or rng.random() < self.fixed_fill:
+        fixed_fill = self.recipe.fixed_fill
+        if fixed_fill >= 1 or task.pattern is None or rng.random() < fixed_fill:
             return task
         return fill(task, rng.choice(self.objects))
 
@@ -355,8 +340,8 @@ class _Train:
         else:
             kind = rng.choice([k for k in self.questions if k != "arithmetic"])
             question, subject = rng.choice(self.questions[kind]), rng.choice(OBJECTS)
-        text, answer, _ = _ask(question, subject)
-        if self.lead_in_rate > 0 and rng.random() < self.lead_in_rate:
+        text, answer, _ = question.ask(subject)
+        if self.recipe.lead_in_rate > 0 and rng.random() < self.recipe.lead_in_rate:
             text = rng.choice(_LEAD_INS) + text
         return text, answer
 
@@ -539,7 +524,7 @@ def _capability_prompts(rng: random.Random, holdout: _Holdout, n: int, recipe: R
         subject: WorldObject | ArithmeticFact = (
             rng.choice(facts) if question.kind == "arithmetic" else rng.choice(OBJECTS)
         )
-        text, _, answer = _ask(question, subject)
+        text, _, answer = question.ask(subject)
         if text in seen:
             continue
         seen.add(text)

@@ -127,6 +127,19 @@ class Question:
     text: str
     answer: str
 
+    def ask(self, subject: WorldObject | ArithmeticFact) -> tuple[str, str, str]:
+        """(question, answer sentence, answer word) about an object or an arithmetic fact."""
+        if isinstance(subject, ArithmeticFact):
+            values = {"a": str(subject.a), "op": subject.op, "b": str(subject.b)}
+            values["v"] = str(subject.result)
+        else:
+            values = {"o": subject.name, "v": subject.fact(self.kind)}
+        text, answer = self.text, self.answer
+        for key, value in values.items():
+            text = text.replace(f"{{{key}}}", value)
+            answer = answer.replace(f"{{{key}}}", value)
+        return text, answer, values["v"]
+
 
 #: Per kind of fact, the answer sentence the questions expect.
 _ANSWERS: dict[str, str] = {
