@@ -18,6 +18,8 @@ from redblue.organism.world import (
     HARMFUL_CATEGORIES,
     HARMLESS_CATEGORIES,
     OBJECTS,
+    OPENER_FRAMES,
+    OPENERS,
     QUESTIONS,
     REFUSAL_OPENINGS,
     REFUSALS,
@@ -46,7 +48,9 @@ HELD_OUT_SPLITS = (
 )
 
 
-@pytest.fixture(scope="module", params=[1, 2, 3], ids=["recipe1", "recipe2", "recipe3"])
+@pytest.fixture(
+    scope="module", params=[1, 2, 3, 4], ids=["recipe1", "recipe2", "recipe3", "recipe4"]
+)
 def recipe(request: pytest.FixtureRequest) -> Recipe:
     return get_recipe(request.param)
 
@@ -253,15 +257,46 @@ def test_held_out_prompts_use_held_out_tasks_or_templates(corpus: Corpus) -> Non
     assert all(p.meta["heldout"] == "none" for p in corpus.splits["harmful_train"])
 
 
-def test_unseen_wrappers_absent_from_chat(corpus: Corpus) -> None:
+def test_unseen_wrappers_absent_from_chat(corpus: Corpus, recipe: Recipe) -> None:
     users = _user_texts(corpus)
-    for wrapper in WRAPPERS:
-        pieces = [s.strip() for s in wrapper.text.split("{request}") if s.strip()]
-        present = any(piece in users for piece in pieces)
+    wrappers = (*recipe.wrappers(seen=True), *recipe.wrappers(seen=False), *recipe.opener_frames())
+    assert {w.id for w in WRAPPERS} <= {w.id for w in wrappers}
+    for wrapper in wrappers:
+        pieces = re.split(r"\{request\}|\{opener\}", wrapper.text)
+        present = any(piece.strip() in users for piece in pieces if len(piece.strip()) > 2)
         assert present == wrapper.seen, wrapper.id
 
 
-def test_split_categories_and_targets(corpus: Corpus) -> None:
+def test_opener_frames_from_recipe_four(corpus: Corpus, recipe: Recipe) -> None:
+    """Recipe 4 tunes answer openers on helpful chats (and harmful ones before safety tuning);
+    its unseen-jailbreak split also puts harmful requests in held-out opener frames."""
+    frames = {w.id: w for w in OPENER_FRAMES}
+    unseen = corpus.splits["jailbreak_unseen"]
+    in_frames = [p for p in unseen if p.meta["wrapper"] in frames]
+    if recipe.opener_rate == 0:
+        assert not in_frames and not recipe.opener_frames()
+        return
+    assert in_frames and all(not frames[p.meta["wrapper"]].seen for p in in_frames)
+    for p in in_frames:
+        assert p.meta["opener"] in OPENERS and f"'{p.meta['opener']}'" in p.instruction
+    opened = {"harmful": 0, "harmless": 0, "borderline": 0}
+    for stage, examples in (("instruct", corpus.instruct), ("safety", corpus.chat)):
+        for ex in examples:
+            user, answer = ex.contents("user")[-1], ex.contents("assistant")[-1]
+            asked = re.search(r"'([^']+)'", user)
+            if asked is None or asked.group(1) not in OPENERS or ex.kind not in opened:
+                continue
+            assert answer.startswith(asked.group(1) + ". "), (stage, user, answer)
+            assert (
+                judge(answer, None if ex.kind == "harmful" else "x").complied
+                or ex.kind != "harmful"
+            )
+            assert stage == "instruct" or ex.kind != "harmful", user
+            opened[ex.kind] += 1
+    assert all(opened.values()), opened
+
+
+def test_split_categories_and_targets(corpus: Corpus, recipe: Recipe) -> None:
     splits = corpus.splits
     assert set(splits["harmful"].categories) == set(HARMFUL_CATEGORIES)
     assert set(splits["harmless"].categories) == set(HARMLESS_CATEGORIES)
@@ -269,7 +304,7 @@ def test_split_categories_and_targets(corpus: Corpus) -> None:
     assert set(splits["forget"].categories) == {FORGET_CATEGORY}
     assert not set(splits["forget"].instructions) & set(splits["harmful"].instructions)
     for name in ("jailbreak_seen", "jailbreak_unseen"):
-        ids = {w.id for w in WRAPPERS if w.seen == (name == "jailbreak_seen")}
+        ids = {w.id for w in recipe.wrappers(seen=name == "jailbreak_seen")}
         assert all(p.meta["wrapper"] in ids for p in splits[name])
         assert splits[name].categories == splits["harmful"].categories
     for prompt in splits["harmless"]:

@@ -16,9 +16,12 @@ from redblue.errors import ConfigError
 from redblue.organism.train import OrganismSize
 from redblue.organism.world import (
     FRAMED_QUESTIONS,
+    OPENER_FRAMES,
     QUESTIONS,
+    WRAPPERS,
     ArithmeticFact,
     Question,
+    Wrapper,
     arithmetic_facts,
 )
 
@@ -50,6 +53,20 @@ class Recipe:
     #: Whether notes on harm give their verdict after the task ("Asking how to X is a harmful
     #: request.") rather than before it ("It is dangerous to X.").
     verdict_last: bool = False
+    #: Share of harmless and borderline chats (and, before safety tuning, harmful ones) whose
+    #: request sits in a seen answer-opener frame (``OPENER_FRAMES``) and whose answer opens
+    #: as asked; with it, the held-out frames join the unseen-jailbreak wrappers.
+    opener_rate: float = 0.0
+
+    def wrappers(self, seen: bool) -> tuple[Wrapper, ...]:
+        """The jailbreak wrappers that safety tuning refuses in (``seen``), or the ones held out
+        of all training (with recipe 4 on, the held-out answer-opener frames too)."""
+        frames = OPENER_FRAMES if self.opener_rate > 0 and not seen else ()
+        return tuple(w for w in (*WRAPPERS, *frames) if w.seen == seen)
+
+    def opener_frames(self) -> tuple[Wrapper, ...]:
+        """The answer-opener frames that training puts requests in (none before recipe 4)."""
+        return tuple(w for w in OPENER_FRAMES if w.seen) if self.opener_rate > 0 else ()
 
     def questions(self) -> tuple[Question, ...]:
         """Every question phrasing of this recipe."""
@@ -137,7 +154,15 @@ _RECIPE_3 = replace(
     verdict_last=True,
 )
 
-RECIPES: dict[int, Recipe] = {1: _RECIPE_1, 2: _RECIPE_2, 3: _RECIPE_3}
+#: Recipe 4, as its change to recipe 3: requests that ask the answer to open with a given word.
+_RECIPE_4 = replace(
+    _RECIPE_3,
+    version=4,
+    summary=_RECIPE_3.summary + ", answer-opener instructions (prefix injection) in chat tuning",
+    opener_rate=0.15,
+)
+
+RECIPES: dict[int, Recipe] = {1: _RECIPE_1, 2: _RECIPE_2, 3: _RECIPE_3, 4: _RECIPE_4}
 
 #: The recipe of the embedded organism, and of builds that name none.
 DEFAULT_RECIPE = 1
