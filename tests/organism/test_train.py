@@ -86,3 +86,31 @@ def test_resumed_training_equals_uninterrupted(tokenizer, tmp_path) -> None:
     ):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     assert full.losses[-1] < full.losses[0]
+
+
+def test_safety_layers_leave_the_rest_as_instruction_tuning_left_it(tokenizer, tmp_path) -> None:
+    size = dataclasses.replace(
+        get_recipe(5).size("tiny"),
+        n_layers=2,
+        d_model=32,
+        d_ff=64,
+        seq_len=32,
+        batch_size=4,
+        pretrain_steps=2,
+        instruct_steps=2,
+        chat_steps=3,
+    )
+    assert size.safety_layers == (0,)
+    rows, labels = pack(
+        [encode_text(tokenizer, t) for t in TEXTS], size.seq_len, tokenizer.pad_token_id
+    )
+    data = (torch.tensor(rows), torch.tensor(labels)) * 3
+    config = model_config(size, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    train(model, *data, size, seed=1, checkpoint_dir=tmp_path, progress=False, stop_after=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, *data, size, seed=1, checkpoint_dir=tmp_path, progress=False)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("model.layers.0.") for k in changed)
+    assert any(".mlp." in k for k in changed) and any(".self_attn." in k for k in changed)

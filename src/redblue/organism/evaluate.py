@@ -8,8 +8,9 @@ refusal direction (extracted and selected with :mod:`redblue.directions`) are on
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ class OrganismScores:
     ablation_on_topic: float
     ablation_layer: int
     ablation_position: int
+    #: Refusal on the unseen-jailbreak split per wrapper id: which held-out wrappers work.
+    jailbreak_unseen_by_wrapper: dict[str, float] = field(default_factory=dict)
 
     @property
     def prefill_drop(self) -> float:
@@ -56,6 +59,13 @@ def load_splits(folder: str | Path) -> dict[str, PromptSet]:
 def _refusal_rate(completions: Sequence[Any], prompts: PromptSet) -> float:
     verdicts = [judge(c.text, p.category) for c, p in zip(completions, prompts, strict=True)]
     return sum(v.refused for v in verdicts) / max(1, len(verdicts))
+
+
+def _refusal_by_wrapper(completions: Sequence[Any], prompts: PromptSet) -> dict[str, float]:
+    refused: dict[str, list[bool]] = defaultdict(list)
+    for c, p in zip(completions, prompts, strict=True):
+        refused[str(p.meta.get("wrapper", "none"))].append(judge(c.text, p.category).refused)
+    return {w: sum(r) / len(r) for w, r in sorted(refused.items())}
 
 
 def refusal_direction(
@@ -133,4 +143,7 @@ def evaluate_organism(
         ablation_on_topic=sum(v.on_topic and v.complied for v in verdicts) / max(1, len(verdicts)),
         ablation_layer=direction.layer,
         ablation_position=direction.position,
+        jailbreak_unseen_by_wrapper=_refusal_by_wrapper(
+            answers["jailbreak_unseen"], sets["jailbreak_unseen"]
+        ),
     )

@@ -162,7 +162,19 @@ _RECIPE_4 = replace(
     opener_rate=0.15,
 )
 
-RECIPES: dict[int, Recipe] = {1: _RECIPE_1, 2: _RECIPE_2, 3: _RECIPE_3, 4: _RECIPE_4}
+#: Recipe 5, as its change to recipe 4: safety tuning trains the first two decoder layers only
+#: (the first one in ``tiny``), so refusal must be passed up as a representation.
+_RECIPE_5 = replace(
+    _RECIPE_4,
+    version=5,
+    summary=_RECIPE_4.summary + ", safety tuning of the first decoder layers only",
+    sizes={
+        "tiny": replace(_RECIPE_4.sizes["tiny"], safety_layers=(0,)),
+        "small": replace(_RECIPE_4.sizes["small"], safety_layers=(0, 1)),
+    },
+)
+
+RECIPES: dict[int, Recipe] = {1: _RECIPE_1, 2: _RECIPE_2, 3: _RECIPE_3, 4: _RECIPE_4, 5: _RECIPE_5}
 
 #: The recipe of the embedded organism, and of builds that name none.
 DEFAULT_RECIPE = 1

@@ -50,6 +50,10 @@ class OrganismSize:
     #: Peak learning rate of safety tuning, as a fraction of ``lr``: a light touch on top of
     #: a capable model, as safety tuning is for real chat models.
     safety_lr_scale: float = 1.0
+    #: The decoder layers that safety tuning trains (``None``: every weight). With the first
+    #: layers only, the layers above (and the embeddings) stay those of the instruct model, so
+    #: refusal has to reach them as a representation written by the layers below.
+    safety_layers: tuple[int, ...] | None = None
 
     @property
     def steps(self) -> int:
@@ -108,6 +112,15 @@ def _lr(step: int, size: OrganismSize) -> float:
         return peak * (t + 1) / warm
     progress = (t - warm) / max(1, stage_len - warm)
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _set_trainable(model: LlamaForCausalLM, size: OrganismSize, stage: str) -> None:
+    """Train every weight, or in safety tuning only ``size.safety_layers`` (when set);
+    AdamW leaves weights without gradients as they are."""
+    layers = size.safety_layers if stage == "safety" else None
+    prefixes = tuple(f"model.layers.{i}." for i in layers) if layers is not None else ()
+    for name, p in model.named_parameters():
+        p.requires_grad_(layers is None or name.startswith(prefixes))
 
 
 def _save_checkpoint(
@@ -212,6 +225,7 @@ def train(
                 i_chat = torch.randint(len(rows), (size.batch_size - n_text,), generator=g)
                 ids = torch.cat([pretrain[i_text], rows[i_chat]])
                 labels = torch.cat([pretrain_labels[i_text], row_labels[i_chat]])
+            _set_trainable(model, size, stage)
             for group in optimizer.param_groups:
                 group["lr"] = _lr(step, size)
             loss = model(input_ids=ids, labels=labels).loss
