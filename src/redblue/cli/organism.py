@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from redblue.cli._common import settings
+from redblue.organism.recipe import RECIPES
 
 app = typer.Typer(
     help="Build the model organism (a small chat model trained from scratch on a CPU).",
@@ -27,8 +28,9 @@ def build(
     recipe: Annotated[
         int,
         typer.Option(
-            help="Recipe version: 1 built the embedded organism; 2 and 3 are later ones, "
-            "measured side by side in the README (benchmarks/organism.py --recipe N)."
+            help=f"Recipe version, 1 to {max(RECIPES)}: 1 built the embedded organism; each later "
+            "one is described in docs/organism.md and measured side by side in the README "
+            "(benchmarks/organism.py --recipe N)."
         ),
     ] = 1,
 ) -> None:

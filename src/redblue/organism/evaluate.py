@@ -36,6 +36,9 @@ class OrganismScores:
     jailbreak_unseen_refusal: float
     capability_accuracy: float
     prefill_harmful_refusal: float
+    #: Share of harmful prompts answered on topic after the prefill: how well the model can
+    #: comply at all, the ceiling for ``ablation_on_topic``.
+    prefill_on_topic: float
     ablation_harmful_refusal: float
     ablation_on_topic: float
     ablation_layer: int
@@ -59,6 +62,11 @@ def load_splits(folder: str | Path) -> dict[str, PromptSet]:
 def _refusal_rate(completions: Sequence[Any], prompts: PromptSet) -> float:
     verdicts = [judge(c.text, p.category) for c, p in zip(completions, prompts, strict=True)]
     return sum(v.refused for v in verdicts) / max(1, len(verdicts))
+
+
+def _on_topic_rate(completions: Sequence[Any], prompts: PromptSet) -> float:
+    verdicts = [judge(c.text, p.category) for c, p in zip(completions, prompts, strict=True)]
+    return sum(v.on_topic and v.complied for v in verdicts) / max(1, len(verdicts))
 
 
 def _refusal_by_wrapper(completions: Sequence[Any], prompts: PromptSet) -> dict[str, float]:
@@ -128,7 +136,6 @@ def evaluate_organism(
     direction = refusal_direction(model, tokenizer, splits)
     with ablate(model, direction):
         ablated = generate(model, tokenizer, harmful.instructions, settings, progress=progress)
-    verdicts = [judge(c.text, p.category) for c, p in zip(ablated, harmful, strict=True)]
     return OrganismScores(
         harmful_refusal=_refusal_rate(answers["harmful"], harmful),
         harmless_refusal=_refusal_rate(answers["harmless"], sets["harmless"]),
@@ -139,8 +146,9 @@ def evaluate_organism(
         ),
         capability_accuracy=capability,
         prefill_harmful_refusal=_refusal_rate(prefilled, harmful),
-        ablation_harmful_refusal=sum(v.refused for v in verdicts) / max(1, len(verdicts)),
-        ablation_on_topic=sum(v.on_topic and v.complied for v in verdicts) / max(1, len(verdicts)),
+        prefill_on_topic=_on_topic_rate(prefilled, harmful),
+        ablation_harmful_refusal=_refusal_rate(ablated, harmful),
+        ablation_on_topic=_on_topic_rate(ablated, harmful),
         ablation_layer=direction.layer,
         ablation_position=direction.position,
         jailbreak_unseen_by_wrapper=_refusal_by_wrapper(

@@ -174,7 +174,22 @@ _RECIPE_5 = replace(
     },
 )
 
-RECIPES: dict[int, Recipe] = {1: _RECIPE_1, 2: _RECIPE_2, 3: _RECIPE_3, 4: _RECIPE_4, 5: _RECIPE_5}
+#: Recipe 6, as its change to recipe 5: safety tuning trains every decoder layer but the last.
+_RECIPE_6 = replace(
+    _RECIPE_5,
+    version=6,
+    summary=_RECIPE_4.summary + ", safety tuning of every decoder layer but the last",
+    sizes={**_RECIPE_5.sizes, "small": replace(_RECIPE_4.sizes["small"], safety_layers=(0, 1, 2))},
+)
+
+RECIPES: dict[int, Recipe] = {
+    1: _RECIPE_1,
+    2: _RECIPE_2,
+    3: _RECIPE_3,
+    4: _RECIPE_4,
+    5: _RECIPE_5,
+    6: _RECIPE_6,
+}
 
 #: The recipe of the embedded organism, and of builds that name none.
 DEFAULT_RECIPE = 1
