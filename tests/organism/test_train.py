@@ -44,17 +44,22 @@ def test_pack_keeps_sequences_whole_and_masks_padding() -> None:
     assert labels == [[-100, 2, 3, 4, 5], [6, -100, 8, 9, -100]]
 
 
-def test_resumed_training_equals_uninterrupted(tokenizer, tmp_path) -> None:
+def _micro(tokenizer, recipe: int, **shape):
+    """A micro size of ``recipe``'s tiny organism (2 steps per stage unless ``shape`` says),
+    its training tensors (the same packed text for every stage) and a fresh-model factory."""
     size = dataclasses.replace(
-        get_recipe(1).size("tiny"),
-        n_layers=1,
-        d_model=32,
-        d_ff=64,
-        seq_len=32,
-        batch_size=4,
-        pretrain_steps=2,
-        instruct_steps=2,
-        chat_steps=2,
+        get_recipe(recipe).size("tiny"),
+        **{
+            "n_layers": 1,
+            "d_model": 32,
+            "d_ff": 64,
+            "seq_len": 32,
+            "batch_size": 4,
+            "pretrain_steps": 2,
+            "instruct_steps": 2,
+            "chat_steps": 2,
+            **shape,
+        },
     )
     rows, labels = pack(
         [encode_text(tokenizer, t) for t in TEXTS], size.seq_len, tokenizer.pad_token_id
@@ -65,6 +70,12 @@ def test_resumed_training_equals_uninterrupted(tokenizer, tmp_path) -> None:
     def fresh() -> LlamaForCausalLM:
         torch.manual_seed(0)
         return LlamaForCausalLM(config)
+
+    return size, data, fresh
+
+
+def test_resumed_training_equals_uninterrupted(tokenizer, tmp_path) -> None:
+    size, data, fresh = _micro(tokenizer, 1)
 
     whole = fresh()
     full = train(whole, *data, size, seed=1, checkpoint_dir=tmp_path / "a", progress=False)
@@ -89,25 +100,9 @@ def test_resumed_training_equals_uninterrupted(tokenizer, tmp_path) -> None:
 
 
 def test_safety_layers_leave_the_rest_as_instruction_tuning_left_it(tokenizer, tmp_path) -> None:
-    size = dataclasses.replace(
-        get_recipe(5).size("tiny"),
-        n_layers=2,
-        d_model=32,
-        d_ff=64,
-        seq_len=32,
-        batch_size=4,
-        pretrain_steps=2,
-        instruct_steps=2,
-        chat_steps=3,
-    )
+    size, data, fresh = _micro(tokenizer, 5, n_layers=2, chat_steps=3)
     assert size.safety_layers == (0,)
-    rows, labels = pack(
-        [encode_text(tokenizer, t) for t in TEXTS], size.seq_len, tokenizer.pad_token_id
-    )
-    data = (torch.tensor(rows), torch.tensor(labels)) * 3
-    config = model_config(size, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = fresh()
     train(model, *data, size, seed=1, checkpoint_dir=tmp_path, progress=False, stop_after=4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     train(model, *data, size, seed=1, checkpoint_dir=tmp_path, progress=False)
