@@ -36,8 +36,8 @@ class OrganismScores:
     jailbreak_unseen_refusal: float
     capability_accuracy: float
     prefill_harmful_refusal: float
-    #: Share of harmful prompts answered on topic after the prefill: how well the model can
-    #: comply at all, the ceiling for ``ablation_on_topic``.
+    #: Share of harmful prompts answered on topic after the prefill: beside
+    #: ``ablation_on_topic``, whether off-topic answers come from the ablation or the model.
     prefill_on_topic: float
     ablation_harmful_refusal: float
     ablation_on_topic: float
