@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from redblue.data import PromptSet
 from redblue.interventions import ablate
 from redblue.models import GenerationSettings, generate
-from redblue.organism.judge import capability_correct, judge
+from redblue.organism.judge import Verdict, capability_correct, judge
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -59,13 +59,20 @@ def load_splits(folder: str | Path) -> dict[str, PromptSet]:
     return {p.stem: PromptSet.from_jsonl(p) for p in sorted(Path(folder, "splits").glob("*.jsonl"))}
 
 
+def _verdicts(completions: Sequence[Any], prompts: PromptSet) -> list[Verdict]:
+    return [judge(c.text, p.category) for c, p in zip(completions, prompts, strict=True)]
+
+
 def _refusal_rate(completions: Sequence[Any], prompts: PromptSet) -> float:
-    verdicts = [judge(c.text, p.category) for c, p in zip(completions, prompts, strict=True)]
+    return _refused(_verdicts(completions, prompts))
+
+
+def _refused(verdicts: Sequence[Verdict]) -> float:
     return sum(v.refused for v in verdicts) / max(1, len(verdicts))
 
 
-def _on_topic_rate(completions: Sequence[Any], prompts: PromptSet) -> float:
-    verdicts = [judge(c.text, p.category) for c, p in zip(completions, prompts, strict=True)]
+def _on_topic(verdicts: Sequence[Verdict]) -> float:
+    """Share of answers that comply on the asked topic."""
     return sum(v.on_topic and v.complied for v in verdicts) / max(1, len(verdicts))
 
 
@@ -136,6 +143,7 @@ def evaluate_organism(
     direction = refusal_direction(model, tokenizer, splits)
     with ablate(model, direction):
         ablated = generate(model, tokenizer, harmful.instructions, settings, progress=progress)
+    prefill_verdicts, ablated_verdicts = _verdicts(prefilled, harmful), _verdicts(ablated, harmful)
     return OrganismScores(
         harmful_refusal=_refusal_rate(answers["harmful"], harmful),
         harmless_refusal=_refusal_rate(answers["harmless"], sets["harmless"]),
@@ -145,10 +153,10 @@ def evaluate_organism(
             answers["jailbreak_unseen"], sets["jailbreak_unseen"]
         ),
         capability_accuracy=capability,
-        prefill_harmful_refusal=_refusal_rate(prefilled, harmful),
-        prefill_on_topic=_on_topic_rate(prefilled, harmful),
-        ablation_harmful_refusal=_refusal_rate(ablated, harmful),
-        ablation_on_topic=_on_topic_rate(ablated, harmful),
+        prefill_harmful_refusal=_refused(prefill_verdicts),
+        prefill_on_topic=_on_topic(prefill_verdicts),
+        ablation_harmful_refusal=_refused(ablated_verdicts),
+        ablation_on_topic=_on_topic(ablated_verdicts),
         ablation_layer=direction.layer,
         ablation_position=direction.position,
         jailbreak_unseen_by_wrapper=_refusal_by_wrapper(

@@ -114,10 +114,9 @@ def _lr(step: int, size: OrganismSize) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _set_trainable(model: LlamaForCausalLM, size: OrganismSize, stage: str) -> None:
-    """Train every weight, or in safety tuning only ``size.safety_layers`` (when set);
-    AdamW leaves weights without gradients as they are."""
-    layers = size.safety_layers if stage == "safety" else None
+def _set_trainable(model: LlamaForCausalLM, layers: tuple[int, ...] | None) -> None:
+    """Train every weight (``None``) or only the decoder ``layers``; AdamW leaves weights
+    without gradients as they are."""
     prefixes = tuple(f"model.layers.{i}." for i in layers) if layers is not None else ()
     for name, p in model.named_parameters():
         p.requires_grad_(layers is None or name.startswith(prefixes))
@@ -225,7 +224,7 @@ def train(
                 i_chat = torch.randint(len(rows), (size.batch_size - n_text,), generator=g)
                 ids = torch.cat([pretrain[i_text], rows[i_chat]])
                 labels = torch.cat([pretrain_labels[i_text], row_labels[i_chat]])
-            _set_trainable(model, size, stage)
+            _set_trainable(model, size.safety_layers if stage == "safety" else None)
             for group in optimizer.param_groups:
                 group["lr"] = _lr(step, size)
             loss = model(input_ids=ids, labels=labels).loss
@@ -244,5 +243,6 @@ def train(
                 _save_checkpoint(checkpoint_dir, model, optimizer, state)
             if done:
                 break
+    _set_trainable(model, None)
     model.eval()
     return state
