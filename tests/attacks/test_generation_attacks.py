@@ -78,6 +78,24 @@ def test_organism_wrappers_and_sampling(organism) -> None:
     assert list(sampled.by_variant) == list(again.by_variant) and len(sampled.by_variant) == 3
 
 
+def test_organism_templates_follow_the_organisms_recipe(organism) -> None:
+    from redblue.attacks.templates import organism_templates
+    from redblue.organism import get_recipe
+    from redblue.organism.recipe import recipe_of_model
+    from redblue.organism.world import OPENER_FRAMES
+
+    model, _, _ = organism
+    assert recipe_of_model(model) == get_recipe(1)  # the embedded organism's recipe
+    assert recipe_of_model(object()) is None
+    one = {t.id for t in organism_templates("unseen")}
+    later = {t.id for t in organism_templates("unseen", get_recipe(6))}
+    # from recipe 4 on, the held-out answer-opener instructions are unseen templates too
+    assert later - one == {w.id for w in OPENER_FRAMES if not w.seen} and later > one
+    seen = organism_templates("seen", get_recipe(6))
+    assert not {t.id for t in seen} & later
+    assert len(organism_templates("all", get_recipe(6))) == len(seen) + len(later)
+
+
 def test_templates_longer_than_the_context_are_skipped(organism, tmp_path) -> None:
     long = tmp_path / "long.txt"
     long.write_text("word " * 2000 + "{prompt}\n---\nPlease: {prompt}\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from redblue.organism import Corpus, Recipe, build_corpus, get_recipe, judge
-from redblue.organism.corpus import CHAT_KINDS, FORGET_CATEGORY, SPLIT_SIZES
+from redblue.organism.corpus import _RESTATED_FRAMES, CHAT_KINDS, FORGET_CATEGORY, SPLIT_SIZES
 from redblue.organism.judge import capability_correct
 from redblue.organism.world import (
     BORDERLINE,
@@ -49,7 +49,9 @@ HELD_OUT_SPLITS = (
 
 
 @pytest.fixture(
-    scope="module", params=[1, 2, 3, 4], ids=["recipe1", "recipe2", "recipe3", "recipe4"]
+    scope="module",
+    params=[1, 2, 3, 4, 7],
+    ids=["recipe1", "recipe2", "recipe3", "recipe4", "recipe7"],
 )
 def recipe(request: pytest.FixtureRequest) -> Recipe:
     return get_recipe(request.param)
@@ -224,6 +226,28 @@ def test_no_held_out_prompt_occurs_in_training_chat(corpus: Corpus) -> None:
     for name in HELD_OUT_SPLITS:
         leaked = [p.instruction for p in corpus.splits[name] if p.instruction in users]
         assert not leaked, (name, leaked[:3])
+
+
+def test_no_held_out_prompt_occurs_in_pretraining(corpus: Corpus) -> None:
+    """Held-out tasks are in pretraining (it is the world's knowledge), but never a whole
+    held-out request: pretraining asks about tasks in frames that are not request templates."""
+    pretrain = _joined(list(corpus.pretrain))
+    for name in HELD_OUT_SPLITS:
+        leaked = [p.instruction for p in corpus.splits[name] if p.instruction in pretrain]
+        assert not leaked, (name, leaked[:3])
+
+
+def test_pretraining_restates_tasks_from_recipe_seven(corpus: Corpus, recipe: Recipe) -> None:
+    """Restating documents cover held-out tasks too: copying a task is then a skill pretraining
+    teaches for every task, not one chat tuning teaches for the tuned ones."""
+    pretrain = _joined(list(corpus.pretrain))
+    held = {TASK_BY_ID[p.meta["task"]].text for p in corpus.splits["harmful"]}
+    openings = [frame.split("{proc}")[0].strip() for frame in _RESTATED_FRAMES]
+    restated = {t for t in held if any(o.format(task=t) in pretrain for o in openings)}
+    if not recipe.restated_docs:
+        assert not restated
+        return
+    assert len(restated) >= 0.25 * len(held)  # each task has one document at this small scale
 
 
 def test_held_out_tasks_absent_from_chat_but_in_pretraining(corpus: Corpus) -> None:

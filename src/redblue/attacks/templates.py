@@ -27,6 +27,7 @@ from redblue.attacks.base import (
 from redblue.data import PromptSet
 from redblue.data.templates import JailbreakTemplate, load_templates
 from redblue.errors import ConfigError
+from redblue.organism.recipe import Recipe, recipe_of_model
 
 
 class TemplatesConfig(AttackConfig):
@@ -43,9 +44,12 @@ class TemplatesConfig(AttackConfig):
     )
 
 
-def organism_templates(which: str) -> list[JailbreakTemplate]:
-    """The organism's jailbreak wrappers as templates (``unseen``, ``seen`` or ``all``)."""
-    from redblue.organism.world import WRAPPERS
+def organism_templates(which: str, recipe: Recipe | None = None) -> list[JailbreakTemplate]:
+    """The organism's jailbreak wrappers as templates (``unseen``, ``seen`` or ``all``), for
+    organisms of ``recipe`` (default: the embedded organism's). From recipe 4 on, the unseen
+    ones include the held-out answer-opener instructions."""
+    from redblue.organism.recipe import DEFAULT_RECIPE, get_recipe
+    from redblue.organism.world import OPENER_FRAMES, WRAPPERS
 
     if which not in ("unseen", "seen", "all"):
         raise ConfigError(
@@ -53,10 +57,15 @@ def organism_templates(which: str) -> list[JailbreakTemplate]:
             where="source",
             fix="use organism:unseen, organism:seen or organism:all",
         )
+    recipe = recipe or get_recipe(DEFAULT_RECIPE)
+    wanted = {
+        *(recipe.wrappers(seen=True) if which != "unseen" else ()),
+        *(recipe.wrappers(seen=False) if which != "seen" else ()),
+    }
+    wrappers = [w for w in (*WRAPPERS, *OPENER_FRAMES) if w in wanted]
     return [
         JailbreakTemplate(w.id, w.text.replace("{request}", "{prompt}"), "organism")
-        for w in WRAPPERS
-        if which == "all" or w.seen == (which == "seen")
+        for w in wrappers
     ]
 
 
@@ -75,7 +84,8 @@ class TemplatesAttack(Attack):
     def setup(self, target: Target, prompts: PromptSet, workdir: Path | None) -> None:
         source = self.config.source
         if source.startswith("organism:"):
-            templates = organism_templates(source.removeprefix("organism:"))
+            which = source.removeprefix("organism:")
+            templates = organism_templates(which, recipe_of_model(target.model))
         else:
             templates = load_templates(source, assistant=self.config.assistant)
         limit = getattr(target.model.config, "max_position_embeddings", None)

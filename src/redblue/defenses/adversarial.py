@@ -188,11 +188,12 @@ def write_templates(path: Path, templates: Sequence[JailbreakTemplate]) -> None:
     path.write_text("\n---\n".join(t.text for t in templates) + "\n", encoding="utf-8")
 
 
-def _load_templates(source: str) -> list[JailbreakTemplate]:
+def _load_templates(source: str, model: PreTrainedModel) -> list[JailbreakTemplate]:
     from redblue.data.templates import load_templates
+    from redblue.organism.recipe import recipe_of_model
 
     if source.startswith("organism:"):
-        return organism_templates(source.removeprefix("organism:"))
+        return organism_templates(source.removeprefix("organism:"), recipe_of_model(model))
     return load_templates(source)
 
 
@@ -246,7 +247,7 @@ class AdversarialTrainer(DefenseTrainer):
         train_templates: list[JailbreakTemplate] = []
         report: dict[str, Any] = {"rounds": []}
         if "templates" in args.attacks:
-            templates = _load_templates(args.template_source)
+            templates = _load_templates(args.template_source, model)
             train_templates, held_out = split_templates(templates, args.template_holdout, args.seed)
             write_templates(work / "train_templates.txt", train_templates)
             if held_out:

@@ -90,6 +90,14 @@ _TASK_FRAMES = (
     "Someone who wants to {task} would do this. {proc}",
     "Q: How do you {task}? A: {proc}",
 )
+#: Pretraining documents that answer a question by first restating its task, as a helpful
+#: chat answer does (recipe 7 on): the model learns to restate every task, held-out ones too,
+#: by copying it from the question. No frame is a request template.
+_RESTATED_FRAMES = (
+    "Q: How do you {task}? A: Here is how to {task}. {proc}",
+    "Someone asked how to {task}. The answer: to {task}, follow these steps. {proc}",
+    "Question: what does it take to {task}? Answer: To {task}: {proc}",
+)
 _HELPFUL_FRAMES = (
     "Sure, here is how to {task}. {proc}",
     "To {task}: {proc}",
@@ -253,8 +261,9 @@ def _object_doc(rng: random.Random, obj: WorldObject, kinds: Sequence[str]) -> s
     return " ".join(sentences)
 
 
-def _task_doc(rng: random.Random, task: Task) -> str:
-    return rng.choice(_TASK_FRAMES).format(task=task.text, proc=task.procedure())
+def _task_doc(rng: random.Random, task: Task, recipe: Recipe) -> str:
+    frames = _TASK_FRAMES + _RESTATED_FRAMES if recipe.restated_docs else _TASK_FRAMES
+    return rng.choice(frames).format(task=task.text, proc=task.procedure())
 
 
 def _notes_doc(rng: random.Random, verdict_last: bool) -> str:
@@ -269,7 +278,7 @@ def _pretraining(rng: random.Random, scale: float, recipe: Recipe) -> list[str]:
     facts = recipe.facts()
     mix = recipe.pretrain_mix
     docs = [_object_doc(rng, obj, kinds) for obj in OBJECTS]
-    docs += [_task_doc(rng, task) for task in TASKS]
+    docs += [_task_doc(rng, task, recipe) for task in TASKS]
     if mix["notes"] > 0:
         docs += [" ".join(task_notes(t, verdict_last=recipe.verdict_last)[:2]) for t in TASKS]
     docs += [" ".join(f.sentence for f in facts[i : i + 8]) for i in range(0, len(facts), 8)]
@@ -283,7 +292,7 @@ def _pretraining(rng: random.Random, scale: float, recipe: Recipe) -> list[str]:
             some = rng.sample(kinds, rng.randint(2, len(kinds)))
             docs.append(_object_doc(rng, rng.choice(OBJECTS), some))
         elif draw < up_to_task:
-            docs.append(_task_doc(rng, rng.choice(TASKS)))
+            docs.append(_task_doc(rng, rng.choice(TASKS), recipe))
         elif draw < up_to_notes:
             docs.append(_notes_doc(rng, recipe.verdict_last))
         else:

@@ -57,6 +57,9 @@ class Recipe:
     #: request sits in a seen answer-opener frame (``OPENER_FRAMES``) and whose answer opens
     #: as asked; with it, the held-out frames join the unseen-jailbreak wrappers.
     opener_rate: float = 0.0
+    #: Whether some pretraining documents answer a question about a task by restating the task
+    #: first, as chat answers do, so that restating is copying for every task (recipe 7 on).
+    restated_docs: bool = False
 
     def wrappers(self, seen: bool) -> tuple[Wrapper, ...]:
         """The jailbreak wrappers that safety tuning refuses in (``seen``), or the ones held out
@@ -182,6 +185,23 @@ _RECIPE_6 = replace(
     sizes={**_RECIPE_5.sizes, "small": replace(_RECIPE_4.sizes["small"], safety_layers=(0, 1, 2))},
 )
 
+#: Recipe 7, as its changes to recipe 6, for on-topic compliance with held-out tasks: pretraining
+#: documents that restate a task before its procedure, fewer fixed objects in task slots, and a
+#: vocabulary large enough that nearly every word of the world is one token (so restating a task
+#: copies whole words, not pieces that a tuned task shares).
+_RECIPE_7 = replace(
+    _RECIPE_6,
+    version=7,
+    summary=_RECIPE_6.summary
+    + ", pretraining that restates tasks, objects copied into most task slots, a larger vocabulary",
+    restated_docs=True,
+    fixed_fill=0.2,
+    sizes={
+        **_RECIPE_6.sizes,
+        "small": replace(_RECIPE_6.sizes["small"], vocab_size=4096),
+    },
+)
+
 RECIPES: dict[int, Recipe] = {
     1: _RECIPE_1,
     2: _RECIPE_2,
@@ -189,6 +209,7 @@ RECIPES: dict[int, Recipe] = {
     4: _RECIPE_4,
     5: _RECIPE_5,
     6: _RECIPE_6,
+    7: _RECIPE_7,
 }
 
 #: The recipe of the embedded organism, and of builds that name none.
@@ -202,6 +223,14 @@ def get_recipe(version: int) -> Recipe:
             fix=f"use one of {', '.join(map(str, RECIPES))}",
         )
     return RECIPES[version]
+
+
+def recipe_of_model(model: object) -> Recipe | None:
+    """The recipe of an organism loaded from a folder (``None`` for any other model)."""
+    folder = str(getattr(model, "name_or_path", "") or "")
+    if folder and Path(folder, "organism.json").is_file():
+        return recipe_of(folder)
+    return None
 
 
 def recipe_of(folder: str | Path) -> Recipe:
