@@ -342,8 +342,8 @@ class _Train:
         )
 
     def _refill(self, rng: random.Random, task: Task) -> Task:
-        """Half the time, a slot task gets any training object, not one of its fixed few:
-        restating the task must then copy the object from the request, not recall it."""
+        """A share ``1 - fixed_fill`` of slot tasks get any training object, not one of their
+        fixed few: restating the task must then copy the object from the request."""
         fixed_fill = self.recipe.fixed_fill
         if fixed_fill >= 1 or task.pattern is None or rng.random() < fixed_fill:
             return task

@@ -186,16 +186,16 @@ _RECIPE_6 = replace(
 )
 
 #: Recipe 7, as its changes to recipe 6, for on-topic compliance with held-out tasks: pretraining
-#: documents that restate a task before its procedure, fewer fixed objects in task slots, and a
-#: vocabulary large enough that nearly every word of the world is one token (so restating a task
+#: documents that restate a task before its procedure, any training object in every task slot of
+#: chat tuning, and a vocabulary large enough that nearly every word of the world is one token (so restating a task
 #: copies whole words, not pieces that a tuned task shares).
 _RECIPE_7 = replace(
     _RECIPE_6,
     version=7,
     summary=_RECIPE_6.summary
-    + ", pretraining that restates tasks, objects copied into most task slots, a larger vocabulary",
+    + ", pretraining that restates tasks, objects copied into every task slot, a larger vocabulary",
     restated_docs=True,
-    fixed_fill=0.2,
+    fixed_fill=0.0,
     sizes={
         **_RECIPE_6.sizes,
         "small": replace(_RECIPE_6.sizes["small"], vocab_size=4096),
