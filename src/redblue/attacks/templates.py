@@ -27,7 +27,8 @@ from redblue.attacks.base import (
 from redblue.data import PromptSet
 from redblue.data.templates import JailbreakTemplate, load_templates
 from redblue.errors import ConfigError
-from redblue.organism.recipe import Recipe, recipe_of_model
+from redblue.organism.recipe import DEFAULT_RECIPE, Recipe, get_recipe, recipe_of_model
+from redblue.organism.world import OPENER_FRAMES, WRAPPERS
 
 
 class TemplatesConfig(AttackConfig):
@@ -48,9 +49,6 @@ def organism_templates(which: str, recipe: Recipe | None = None) -> list[Jailbre
     """The organism's jailbreak wrappers as templates (``unseen``, ``seen`` or ``all``), for
     organisms of ``recipe`` (default: the embedded organism's). From recipe 4 on, the unseen
     ones include the held-out answer-opener instructions."""
-    from redblue.organism.recipe import DEFAULT_RECIPE, get_recipe
-    from redblue.organism.world import OPENER_FRAMES, WRAPPERS
-
     if which not in ("unseen", "seen", "all"):
         raise ConfigError(
             f"unknown organism template set {which!r}",

@@ -52,6 +52,7 @@ from redblue.attacks.templates import TemplatesAttack, organism_templates
 from redblue.defenses.base import DefenseArguments, DefenseTrainer, defend, register
 from redblue.defenses.data import DefenseData, Example
 from redblue.errors import ConfigError
+from redblue.organism.recipe import recipe_of_model
 
 if TYPE_CHECKING:
     import torch
@@ -190,7 +191,6 @@ def write_templates(path: Path, templates: Sequence[JailbreakTemplate]) -> None:
 
 def _load_templates(source: str, model: PreTrainedModel) -> list[JailbreakTemplate]:
     from redblue.data.templates import load_templates
-    from redblue.organism.recipe import recipe_of_model
 
     if source.startswith("organism:"):
         return organism_templates(source.removeprefix("organism:"), recipe_of_model(model))

@@ -187,8 +187,8 @@ _RECIPE_6 = replace(
 
 #: Recipe 7, as its changes to recipe 6, for on-topic compliance with held-out tasks: pretraining
 #: documents that restate a task before its procedure, any training object in every task slot of
-#: chat tuning, and a vocabulary large enough that nearly every word of the world is one token (so restating a task
-#: copies whole words, not pieces that a tuned task shares).
+#: chat tuning, and a vocabulary large enough that nearly every word of the world is one token
+#: (so restating a task copies whole words, not pieces that a tuned task shares).
 _RECIPE_7 = replace(
     _RECIPE_6,
     version=7,
