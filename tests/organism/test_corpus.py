@@ -250,6 +250,23 @@ def test_pretraining_restates_tasks_from_recipe_seven(corpus: Corpus, recipe: Re
     assert len(restated) >= 0.25 * len(held)  # each task has one document at this small scale
 
 
+def test_recipe_seven_vocabulary_makes_task_words_single_tokens() -> None:
+    """Recipe 7 doubles the vocabulary so that restating a task copies whole words."""
+    from redblue.organism.tokenizer import train_tokenizer
+
+    words = {w for t in TASKS for w in t.text.split()}
+    shares = {}
+    for version in (6, 7):
+        recipe = get_recipe(version)
+        corpus = build_corpus(seed=0, scale=SCALE, recipe=recipe)
+        chat = [m.content for ex in (*corpus.instruct, *corpus.chat) for m in ex.messages]
+        tok = train_tokenizer([*corpus.pretrain, *chat], recipe.size("small").vocab_size)
+        ids = {w: tok(" " + w, add_special_tokens=False)["input_ids"] for w in words}
+        shares[version] = sum(len(i) == 1 for i in ids.values()) / len(words)
+    assert shares[7] >= 0.9 > shares[6], shares
+    assert len(ids["stalk"]) == 1
+
+
 def test_held_out_tasks_absent_from_chat_but_in_pretraining(corpus: Corpus) -> None:
     chat = _chat_texts(corpus)
     pretrain = _joined(list(corpus.pretrain))

@@ -28,7 +28,6 @@ from redblue.data import PromptSet
 from redblue.data.templates import JailbreakTemplate, load_templates
 from redblue.errors import ConfigError
 from redblue.organism.recipe import DEFAULT_RECIPE, Recipe, get_recipe, recipe_of_model
-from redblue.organism.world import OPENER_FRAMES, WRAPPERS
 
 
 class TemplatesConfig(AttackConfig):
@@ -56,14 +55,10 @@ def organism_templates(which: str, recipe: Recipe | None = None) -> list[Jailbre
             fix="use organism:unseen, organism:seen or organism:all",
         )
     recipe = recipe or get_recipe(DEFAULT_RECIPE)
-    wanted = {
-        *(recipe.wrappers(seen=True) if which != "unseen" else ()),
-        *(recipe.wrappers(seen=False) if which != "seen" else ()),
-    }
-    wrappers = [w for w in (*WRAPPERS, *OPENER_FRAMES) if w in wanted]
     return [
         JailbreakTemplate(w.id, w.text.replace("{request}", "{prompt}"), "organism")
-        for w in wrappers
+        for w in recipe.jailbreak_wrappers()
+        if which == "all" or w.seen == (which == "seen")
     ]
 
 

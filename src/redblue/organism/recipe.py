@@ -61,11 +61,16 @@ class Recipe:
     #: first, as chat answers do, so that restating is copying for every task (recipe 7 on).
     restated_docs: bool = False
 
+    def jailbreak_wrappers(self) -> tuple[Wrapper, ...]:
+        """Every jailbreak wrapper, seen and held out (with recipe 4 on, the held-out
+        answer-opener frames too)."""
+        frames = tuple(w for w in OPENER_FRAMES if not w.seen) if self.opener_rate > 0 else ()
+        return (*WRAPPERS, *frames)
+
     def wrappers(self, seen: bool) -> tuple[Wrapper, ...]:
         """The jailbreak wrappers that safety tuning refuses in (``seen``), or the ones held out
-        of all training (with recipe 4 on, the held-out answer-opener frames too)."""
-        frames = OPENER_FRAMES if self.opener_rate > 0 and not seen else ()
-        return tuple(w for w in (*WRAPPERS, *frames) if w.seen == seen)
+        of all training."""
+        return tuple(w for w in self.jailbreak_wrappers() if w.seen == seen)
 
     def opener_frames(self) -> tuple[Wrapper, ...]:
         """The answer-opener frames that training puts requests in (none before recipe 4)."""
