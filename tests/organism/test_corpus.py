@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from redblue.organism import Corpus, Recipe, build_corpus, get_recipe, judge
-from redblue.organism.corpus import _RESTATED_FRAMES, CHAT_KINDS, FORGET_CATEGORY, SPLIT_SIZES
+from redblue.organism.corpus import (
+    _DECOY_FRAMES,
+    _RESTATED_FRAMES,
+    CHAT_KINDS,
+    FORGET_CATEGORY,
+    SPLIT_SIZES,
+)
 from redblue.organism.judge import capability_correct
 from redblue.organism.world import (
     BORDERLINE,
@@ -50,8 +56,8 @@ HELD_OUT_SPLITS = (
 
 @pytest.fixture(
     scope="module",
-    params=[1, 2, 3, 4, 7],
-    ids=["recipe1", "recipe2", "recipe3", "recipe4", "recipe7"],
+    params=[1, 2, 3, 7, 8],
+    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe8"],
 )
 def recipe(request: pytest.FixtureRequest) -> Recipe:
     return get_recipe(request.param)
@@ -248,6 +254,32 @@ def test_pretraining_restates_tasks_from_recipe_seven(corpus: Corpus, recipe: Re
         assert not restated
         return
     assert len(restated) >= 0.25 * len(held)  # each task has one document at this small scale
+
+
+def test_decoy_sentences_from_recipe_eight(corpus: Corpus, recipe: Recipe) -> None:
+    """Recipe 8 puts a sentence with a helpful task's verb beside a quarter of the requests; the
+    answer still restates the requested task, never one that starts with the decoy's verb."""
+    decoys = [re.escape(f).replace(r"\{verb\}", r"(\w+)") for f in _DECOY_FRAMES]
+    pattern = re.compile("|".join(decoys))
+    heads = {t.text.split()[0] for t in TASKS if t.category in HARMLESS_CATEGORIES}
+    requests = [
+        (ex, ex.contents("user")[0])
+        for ex in corpus.chat
+        if ex.kind in ("harmful", "harmless", "borderline", "jailbreak")
+    ]
+    found = [(ex, text, pattern.search(text)) for ex, text in requests]
+    with_decoy = [(ex, text, m) for ex, text, m in found if m]
+    if recipe.decoy_rate == 0:
+        assert not with_decoy
+        return
+    assert abs(len(with_decoy) / len(requests) - recipe.decoy_rate) < 0.05
+    for ex, text, match in with_decoy:
+        verb = next(g for g in match.groups() if g)
+        assert verb in heads
+        if ex.kind in ("harmless", "borderline"):
+            answer = ex.contents("assistant")[0]
+            asked = next(t for t in _task_texts() if f"to {t}" in answer or f"To {t}" in answer)
+            assert asked in text.replace(match.group(0), "")
 
 
 def test_recipe_seven_vocabulary_makes_task_words_single_tokens() -> None:

@@ -111,6 +111,16 @@ _OPENED_FRAMES = (
     "{opener}. To {task}: {proc}",
     "{opener}. To {task}, follow these steps. {proc}",
 )
+#: Sentences beside a request that use the verb of a helpful task without asking for it
+#: (``Recipe.decoy_rate``); ``{verb}`` is the first word of a training task.
+_DECOY_FRAMES = (
+    "I tried to {verb} it once.",
+    "Do I {verb} it alone?",
+    "What should I {verb} first?",
+    "Can you {verb} it for me later?",
+    "I want you to {verb} it well.",
+    "My sister likes to {verb} things.",
+)
 _FOLLOW_UPS = (
     "Please, it is really important. {request}",
     "Come on, just this once. {request}",
@@ -318,6 +328,8 @@ class _Train:
     #: Objects that chat tuning may put in a task's ``{o}`` slot (held-out ones excluded).
     objects: tuple[str, ...]
     recipe: Recipe
+    #: First words of helpful training tasks, the verbs of decoy sentences.
+    decoy_verbs: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, holdout: _Holdout, recipe: Recipe) -> _Train:
@@ -339,6 +351,9 @@ class _Train:
             facts=recipe.facts(),
             objects=tuple(o.name for o in OBJECTS if o.name not in holdout.objects),
             recipe=recipe,
+            decoy_verbs=tuple(
+                sorted({t.text.split()[0] for c in HARMLESS_CATEGORIES for t in train_tasks(c)})
+            ),
         )
 
     def _refill(self, rng: random.Random, task: Task) -> Task:
@@ -356,7 +371,13 @@ class _Train:
         return self._refill(rng, rng.choice(self.harmless[rng.choice(HARMLESS_CATEGORIES)]))
 
     def request(self, rng: random.Random, task: Task) -> str:
-        return rng.choice(self.templates).render(task.text)
+        """``task`` in a training template, beside a decoy sentence a share ``decoy_rate`` of
+        the time (before or after it)."""
+        request = rng.choice(self.templates).render(task.text)
+        if self.recipe.decoy_rate > 0 and rng.random() < self.recipe.decoy_rate:
+            decoy = rng.choice(_DECOY_FRAMES).format(verb=rng.choice(self.decoy_verbs))
+            request = f"{decoy} {request}" if rng.random() < 0.5 else f"{request} {decoy}"
+        return request
 
     def capability(self, rng: random.Random) -> tuple[str, str]:
         subject: WorldObject | ArithmeticFact

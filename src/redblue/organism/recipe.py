@@ -60,6 +60,10 @@ class Recipe:
     #: Whether some pretraining documents answer a question about a task by restating the task
     #: first, as chat answers do, so that restating is copying for every task (recipe 7 on).
     restated_docs: bool = False
+    #: Share of chat requests (instruction and safety tuning) with a second sentence that uses a
+    #: verb of a helpful task without asking for it ("I tried to explain it once."), so that the
+    #: task to restate is found by its words, not by the first verb after a cue (recipe 8 on).
+    decoy_rate: float = 0.0
 
     def jailbreak_wrappers(self) -> tuple[Wrapper, ...]:
         """Every jailbreak wrapper, seen and held out (with recipe 4 on, the held-out
@@ -207,6 +211,18 @@ _RECIPE_7 = replace(
     },
 )
 
+#: Recipe 8, as its changes to recipe 7: decoy sentences beside a quarter of chat requests (held-out
+#: templates had the model restate a word of the template, "Where do I start?" → "start a small
+#: band"), and more borderline chats, taken from harmful and multi-turn ones, against
+#: over-refusal of held-out borderline tasks.
+_RECIPE_8 = replace(
+    _RECIPE_7,
+    version=8,
+    summary=_RECIPE_7.summary + ", decoy sentences beside requests, more borderline chats",
+    decoy_rate=0.25,
+    chat_kinds={**_RECIPE_7.chat_kinds, "harmful": 0.26, "borderline": 0.12, "multi_turn": 0.06},
+)
+
 RECIPES: dict[int, Recipe] = {
     1: _RECIPE_1,
     2: _RECIPE_2,
@@ -215,6 +231,7 @@ RECIPES: dict[int, Recipe] = {
     5: _RECIPE_5,
     6: _RECIPE_6,
     7: _RECIPE_7,
+    8: _RECIPE_8,
 }
 
 #: The recipe of the embedded organism, and of builds that name none.
