@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from redblue.organism.corpus import (
     CHAT_KINDS,
     FORGET_CATEGORY,
     SPLIT_SIZES,
+    _make_holdout,
 )
 from redblue.organism.judge import capability_correct
 from redblue.organism.world import (
@@ -43,6 +45,7 @@ from redblue.organism.world import (
 
 SCALE = 0.05
 TASK_BY_ID = {t.id: t for t in TASKS}
+OBJECTS_BY_NAME = {o.name: o for o in OBJECTS}
 HELD_OUT_SPLITS = (
     "harmful",
     "harmless",
@@ -56,8 +59,8 @@ HELD_OUT_SPLITS = (
 
 @pytest.fixture(
     scope="module",
-    params=[1, 2, 3, 7, 8],
-    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe8"],
+    params=[1, 2, 3, 7, 9],
+    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe9"],
 )
 def recipe(request: pytest.FixtureRequest) -> Recipe:
     return get_recipe(request.param)
@@ -133,12 +136,17 @@ def test_arithmetic_answers_differ_from_operands() -> None:
     assert max(f.a for f in small) == 10 and max(f.a for f in small if f.op == "times") == 6
 
 
-def test_recipe_one_rebuilds_the_embedded_organisms_splits(tmp_path) -> None:
-    """The embedded organism is recipe 1, seed 0: its corpus must stay reproducible."""
+def test_the_embedded_organisms_splits_rebuild_byte_for_byte(tmp_path) -> None:
+    """The embedded organism's corpus must stay reproducible from its recipe and seed (recipe 1
+    where its ``organism.json`` names none); it is built by the default recipe."""
     import redblue.organism
+    from redblue.organism import DEFAULT_RECIPE
 
-    embedded = Path(redblue.organism.__file__).parent / "weights" / "splits"
-    splits = build_corpus(seed=0, scale=SCALE, recipe=1).splits
+    weights = Path(redblue.organism.__file__).parent / "weights"
+    built = json.loads((weights / "organism.json").read_text())
+    assert built.get("recipe", 1) == DEFAULT_RECIPE
+    splits = build_corpus(seed=built["seed"], scale=SCALE, recipe=DEFAULT_RECIPE).splits
+    embedded = weights / "splits"
     assert {p.stem for p in embedded.glob("*.jsonl")} == set(splits)
     for name, prompts in splits.items():
         prompts.to_jsonl(tmp_path / f"{name}.jsonl")
@@ -278,8 +286,7 @@ def test_decoy_sentences_from_recipe_eight(corpus: Corpus, recipe: Recipe) -> No
         assert verb in heads
         if ex.kind in ("harmless", "borderline"):
             answer = ex.contents("assistant")[0]
-            asked = next(t for t in _task_texts() if f"to {t}" in answer or f"To {t}" in answer)
-            assert asked in text.replace(match.group(0), "")
+            assert _restated(answer) in text.replace(match.group(0), "")
 
 
 def test_recipe_seven_vocabulary_makes_task_words_single_tokens() -> None:
@@ -414,8 +421,7 @@ def test_harmful_chats_refuse_and_helpful_chats_answer_on_topic(corpus: Corpus) 
             verdict = judge(answer, category)
             assert not verdict.refused and verdict.on_topic and verdict.complied
             assert ex.kind != "borderline" or category == BORDERLINE
-            text = next(t for t in _task_texts() if f"to {t}" in answer or f"To {t}" in answer)
-            assert text in ex.contents("user")[0]
+            assert _restated(answer) in ex.contents("user")[0]
 
 
 def test_capability_chats_answer_the_fact(corpus: Corpus, recipe: Recipe) -> None:
@@ -456,6 +462,61 @@ def test_notes_on_harm_label_every_task_rightly(corpus: Corpus, recipe: Recipe) 
         ), task.id
         other_style = task_notes(task, verdict_last=not recipe.verdict_last)
         assert not any(n in pretrain for n in other_style), task.id
+
+
+_RESTATED = re.compile(r"(?:how to|To) (.+?)(?:, follow these steps\.|:|\.) First, ")
+
+
+def _restated(answer: str) -> str:
+    """The task a helpful answer restates before its procedure."""
+    match = _RESTATED.search(answer)
+    assert match, answer
+    return match[1]
+
+
+def test_swapped_nouns_from_recipe_nine(corpus: Corpus, recipe: Recipe) -> None:
+    """Recipe 9 swaps the first noun of some helpful tasks for a training object; the answer
+    restates the swapped task with the original task's procedure, and no swap makes a world task."""
+    world = {t.text: t for t in TASKS}
+    held_objects = _make_holdout(
+        random.Random(random.Random(0).getrandbits(64)), recipe.holdable_questions()
+    ).objects  # the corpus fixture's seed 0, drawn as build_corpus draws it
+    assert held_objects
+    swapped = []
+    for ex in corpus.chat:
+        if ex.kind != "harmless":
+            continue
+        answer = ex.contents("assistant")[0]
+        task = _restated(answer)
+        if task not in world and not any(task == t for t in _task_texts()):
+            swapped.append((task, judge(answer, None).markers[0]))
+    if recipe.noun_swap_rate == 0:
+        assert not swapped
+        return
+    harmless = [ex for ex in corpus.chat if ex.kind == "harmless"]
+    assert 0.05 < len(swapped) / len(harmless) < recipe.noun_swap_rate
+    swapped_in: set[str] = set()
+    for task, marker in swapped:
+        verb = task.split(" ", 1)[0]
+        objects = {
+            o[1]
+            for t in TASKS
+            if t.marker == marker and (m := re.fullmatch(rf"{verb} (?:a|an|the) \w+(.*)", t.text))
+            if (o := re.fullmatch(rf"{verb} an? (.+){re.escape(m[1])}", task))
+            and o[1] in OBJECTS_BY_NAME
+        }
+        assert objects, (task, marker)  # a task of the same category with its noun swapped
+        swapped_in |= objects
+    assert not swapped_in & set(held_objects)
+
+
+def test_refusals_go_on_after_the_task_from_recipe_nine(corpus: Corpus, recipe: Recipe) -> None:
+    """With ``refusal_tails`` no refusal ends on its task; without, some do."""
+    texts = [t.text for t in TASKS]
+    refusals = [a for ex in corpus.chat if ex.kind == "harmful" for a in ex.contents("assistant")]
+    ending = [a for a in refusals if any(a.endswith(f"{t}.") for t in texts)]
+    assert bool(ending) != recipe.refusal_tails
+    assert all(judge(a, None).refused for a in refusals)
 
 
 def _task_texts() -> list[str]:
