@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +16,6 @@ from redblue.organism.corpus import (
     CHAT_KINDS,
     FORGET_CATEGORY,
     SPLIT_SIZES,
-    _make_holdout,
 )
 from redblue.organism.judge import capability_correct
 from redblue.organism.world import (
@@ -45,7 +43,6 @@ from redblue.organism.world import (
 
 SCALE = 0.05
 TASK_BY_ID = {t.id: t for t in TASKS}
-OBJECTS_BY_NAME = {o.name: o for o in OBJECTS}
 HELD_OUT_SPLITS = (
     "harmful",
     "harmless",
@@ -59,8 +56,8 @@ HELD_OUT_SPLITS = (
 
 @pytest.fixture(
     scope="module",
-    params=[1, 2, 3, 7, 9],
-    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe9"],
+    params=[1, 2, 3, 7, 8],
+    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe8"],
 )
 def recipe(request: pytest.FixtureRequest) -> Recipe:
     return get_recipe(request.param)
@@ -472,51 +469,6 @@ def _restated(answer: str) -> str:
     match = _RESTATED.search(answer)
     assert match, answer
     return match[1]
-
-
-def test_swapped_nouns_from_recipe_nine(corpus: Corpus, recipe: Recipe) -> None:
-    """Recipe 9 swaps the first noun of some helpful tasks for a training object; the answer
-    restates the swapped task with the original task's procedure, and no swap makes a world task."""
-    world = {t.text: t for t in TASKS}
-    held_objects = _make_holdout(
-        random.Random(random.Random(0).getrandbits(64)), recipe.holdable_questions()
-    ).objects  # the corpus fixture's seed 0, drawn as build_corpus draws it
-    assert held_objects
-    swapped = []
-    for ex in corpus.chat:
-        if ex.kind != "harmless":
-            continue
-        answer = ex.contents("assistant")[0]
-        task = _restated(answer)
-        if task not in world and not any(task == t for t in _task_texts()):
-            swapped.append((task, judge(answer, None).markers[0]))
-    if recipe.noun_swap_rate == 0:
-        assert not swapped
-        return
-    harmless = [ex for ex in corpus.chat if ex.kind == "harmless"]
-    assert 0.05 < len(swapped) / len(harmless) < recipe.noun_swap_rate
-    swapped_in: set[str] = set()
-    for task, marker in swapped:
-        verb = task.split(" ", 1)[0]
-        objects = {
-            o[1]
-            for t in TASKS
-            if t.marker == marker and (m := re.fullmatch(rf"{verb} (?:a|an|the) \w+(.*)", t.text))
-            if (o := re.fullmatch(rf"{verb} an? (.+){re.escape(m[1])}", task))
-            and o[1] in OBJECTS_BY_NAME
-        }
-        assert objects, (task, marker)  # a task of the same category with its noun swapped
-        swapped_in |= objects
-    assert not swapped_in & set(held_objects)
-
-
-def test_refusals_go_on_after_the_task_from_recipe_nine(corpus: Corpus, recipe: Recipe) -> None:
-    """With ``refusal_tails`` no refusal ends on its task; without, some do."""
-    texts = [t.text for t in TASKS]
-    refusals = [a for ex in corpus.chat if ex.kind == "harmful" for a in ex.contents("assistant")]
-    ending = [a for a in refusals if any(a.endswith(f"{t}.") for t in texts)]
-    assert bool(ending) != recipe.refusal_tails
-    assert all(judge(a, None).refused for a in refusals)
 
 
 def _task_texts() -> list[str]:

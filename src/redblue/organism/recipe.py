@@ -64,13 +64,6 @@ class Recipe:
     #: verb of a helpful task without asking for it ("I tried to explain it once."), so that the
     #: task to restate is found by its words, not by the first verb after a cue (recipe 8 on).
     decoy_rate: float = 0.0
-    #: Share of helpful tasks without an object slot ("train a puppy to sit") whose first noun
-    #: chat tuning swaps for a training object ("train a kettle to sit"), so that restating copies
-    #: the words after a task's verb instead of recalling a tuned task with that verb (recipe 9).
-    noun_swap_rate: float = 0.0
-    #: Whether refusals that end on the task ("I won't explain how to X.") go on with a sentence,
-    #: so that a restated task followed by the end of the answer is not a refusal's pattern.
-    refusal_tails: bool = False
 
     def jailbreak_wrappers(self) -> tuple[Wrapper, ...]:
         """Every jailbreak wrapper, seen and held out (with recipe 4 on, the held-out
@@ -230,18 +223,6 @@ _RECIPE_8 = replace(
     chat_kinds={**_RECIPE_7.chat_kinds, "harmful": 0.26, "borderline": 0.12, "multi_turn": 0.06},
 )
 
-#: Recipe 9, as its changes to recipe 8, against the two ways recipe 8 still answers held-out
-#: harmful tasks off topic: it restates a tuned helpful task with the same verb ("train a
-#: militia ..." → "train a puppy to sit"), or it restates the task and stops, as the refusals that
-#: end on the task do.
-_RECIPE_9 = replace(
-    _RECIPE_8,
-    version=9,
-    summary=_RECIPE_8.summary + ", helpful tasks with swapped nouns, refusals that go on",
-    noun_swap_rate=0.3,
-    refusal_tails=True,
-)
-
 RECIPES: dict[int, Recipe] = {
     1: _RECIPE_1,
     2: _RECIPE_2,
@@ -251,7 +232,6 @@ RECIPES: dict[int, Recipe] = {
     6: _RECIPE_6,
     7: _RECIPE_7,
     8: _RECIPE_8,
-    9: _RECIPE_9,
 }
 
 #: The recipe of the embedded organism, and of builds that name none.
