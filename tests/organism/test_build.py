@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -18,11 +19,14 @@ from redblue.organism.evaluate import load_splits
 def tiny_organism(tmp_path_factory):
     out = tmp_path_factory.mktemp("org") / "tiny"
     assert build_organism(out, size="tiny", seed=0, progress=False, stop_after=50) is None
-    assert (
-        not out.exists() and (out.parent / "tiny.partial" / "checkpoint" / "state.json").is_file()
-    )
+    state = out.parent / "tiny.partial" / "checkpoint" / "state.json"
+    assert not out.exists() and state.is_file()
+    interrupted = json.loads(state.read_text())["seconds"]
+    start = time.perf_counter()
     result = build_organism(out, size="tiny", seed=0, progress=False)  # resumes at step 50
     assert result is not None
+    # the build time counts the interrupted run's training too
+    assert time.perf_counter() - start + interrupted + 0.1 >= result.seconds > interrupted
     return out, result
 
 

@@ -34,6 +34,8 @@ class BuildResult:
     n_params: int
     steps: int
     final_loss: float
+    #: Wall seconds of the run that finished the build, plus the training seconds of the
+    #: interrupted runs it resumed from.
     seconds: float
     corpus: dict[str, Any]
 
@@ -86,6 +88,12 @@ def _claim(partial: Path, identity: dict[str, Any]) -> None:
     write_json(marker, identity)
 
 
+def _trained_seconds(checkpoint_dir: Path) -> float:
+    """Training seconds already spent by interrupted runs (0 for a fresh build)."""
+    state = checkpoint_dir / "state.json"
+    return float(json.loads(state.read_text())["seconds"]) if state.is_file() else 0.0
+
+
 def build_organism(
     out: str | os.PathLike[str],
     size: str = "small",
@@ -114,6 +122,7 @@ def build_organism(
     partial.mkdir(parents=True, exist_ok=True)
     _claim(partial, {"recipe": recipe.version, "size": size, "seed": seed})
     started = time.perf_counter()
+    earlier = _trained_seconds(partial / "checkpoint")
 
     corpus = build_corpus(seed=seed, scale=spec.corpus_scale, recipe=recipe)
     chat_texts = [m.content for ex in (*corpus.instruct, *corpus.chat) for m in ex.messages]
@@ -153,7 +162,7 @@ def build_organism(
         n_params=sum(p.numel() for p in model.parameters()),
         steps=state.step,
         final_loss=sum(state.losses[-20:]) / max(1, len(state.losses[-20:])),
-        seconds=round(time.perf_counter() - started, 1),
+        seconds=round(time.perf_counter() - started + earlier, 1),
         corpus=corpus.stats(),
     )
     (partial / "organism.json").write_text(
