@@ -30,8 +30,14 @@ TARGETS = {
     "build_seconds": ("<=", 900.0),
 }
 #: Printed beside the targets: on-topic compliance under the prefill (compare with the one under
-#: ablation) and how much refusal ablation leaves.
-EXTRA = ("prefill_on_topic", "ablation_harmful_refusal")
+#: ablation), and what the answers under ablation that are not on topic do instead: refuse, give
+#: another category's procedure, or give none.
+EXTRA = (
+    "prefill_on_topic",
+    "ablation_harmful_refusal",
+    "ablation_other_topic",
+    "ablation_no_procedure",
+)
 
 
 def meets(value: float, rule: tuple[str, object]) -> bool:
