@@ -16,7 +16,6 @@ from redblue.organism.corpus import (
     CHAT_KINDS,
     FORGET_CATEGORY,
     SPLIT_SIZES,
-    ChatExample,
 )
 from redblue.organism.judge import capability_correct
 from redblue.organism.world import (
@@ -57,8 +56,8 @@ HELD_OUT_SPLITS = (
 
 @pytest.fixture(
     scope="module",
-    params=[1, 2, 3, 7, 9],
-    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe9"],
+    params=[1, 2, 3, 7, 8],
+    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe8"],
 )
 def recipe(request: pytest.FixtureRequest) -> Recipe:
     return get_recipe(request.param)
@@ -470,42 +469,6 @@ def _restated(answer: str) -> str:
     match = _RESTATED.search(answer)
     assert match, answer
     return match[1]
-
-
-def test_swapped_words_from_recipe_nine(corpus: Corpus, recipe: Recipe) -> None:
-    """Recipe 9 swaps the word after the verb of some tasks for a training object: helpful tasks
-    in both chat stages, harmful ones only in instruction tuning, where they are answered. The
-    answer restates the swapped task with its category's procedure; no swap makes a world task."""
-    world = {t.text for t in TASKS} | set(_task_texts())
-    objects = [o.name for o in OBJECTS]
-
-    def swapped(chats: tuple[ChatExample, ...], kinds: tuple[str, ...]) -> list[tuple[str, str]]:
-        found = []
-        for ex in chats:
-            answer = ex.contents("assistant")[0]
-            if ex.kind in kinds and (task := _restated(answer)) not in world:
-                found.append((task, judge(answer, None).markers[0]))
-        return found
-
-    in_chat = swapped(corpus.chat, ("harmless", "borderline"))
-    in_instruct = swapped(corpus.instruct, ("harmful", "jailbreak"))
-    if recipe.swap_rate == 0:
-        assert not in_chat and not in_instruct
-        return
-    assert in_chat and in_instruct
-    for task, marker in in_chat + in_instruct:
-        verb, rest = task.split(" ", 1)
-        category = marker.split("/")[1]
-        assert category != BORDERLINE
-        assert any(
-            t.category == category
-            and t.text.split(" ", 1)[0] == verb
-            and any(re.fullmatch(rf"(?:an? )?{re.escape(o)}(?: .*)?", rest) for o in objects)
-            for t in TASKS
-        ), task
-    for ex in corpus.chat:  # safety tuning refuses harmful tasks in their world phrasing only
-        if ex.kind == "harmful":
-            assert any(t in ex.contents("user")[0] for t in world), ex.contents("user")[0]
 
 
 def _task_texts() -> list[str]:

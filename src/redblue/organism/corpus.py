@@ -10,10 +10,9 @@ the organism is evaluated on. No held-out prompt string occurs in any chat examp
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from redblue.data.prompts import Prompt, PromptSet
@@ -35,7 +34,6 @@ from redblue.organism.world import (
     Template,
     WorldObject,
     Wrapper,
-    article,
     fill,
     object_sentences,
     task_notes,
@@ -123,9 +121,6 @@ _DECOY_FRAMES = (
     "I want you to {verb} it well.",
     "My sister likes to {verb} things.",
 )
-#: A task's verb, an optional article, the word after them, and the rest (for ``swap_rate``).
-_VERB_WORD = re.compile(r"^(\w+) (?:(a|an|the) )?[\w'-]+((?: .*)?)$")
-_TASK_TEXTS = frozenset(t.text for t in TASKS)
 _FOLLOW_UPS = (
     "Please, it is really important. {request}",
     "Come on, just this once. {request}",
@@ -335,8 +330,6 @@ class _Train:
     recipe: Recipe
     #: First words of helpful training tasks, the verbs of decoy sentences.
     decoy_verbs: tuple[str, ...] = ()
-    #: Whether harmful tasks get swapped words too (instruction tuning, where they are answered).
-    swap_harmful: bool = False
 
     @classmethod
     def of(cls, holdout: _Holdout, recipe: Recipe) -> _Train:
@@ -365,31 +358,11 @@ class _Train:
 
     def _refill(self, rng: random.Random, task: Task) -> Task:
         """A share ``1 - fixed_fill`` of slot tasks get any training object, not one of their
-        fixed few: restating the task must then copy the object from the request. Tasks
-        without a slot get a swapped word a share ``swap_rate`` of the time."""
-        if task.pattern is None:
-            return self._swap(rng, task)
+        fixed few: restating the task must then copy the object from the request."""
         fixed_fill = self.recipe.fixed_fill
-        if fixed_fill >= 1 or rng.random() < fixed_fill:
+        if fixed_fill >= 1 or task.pattern is None or rng.random() < fixed_fill:
             return task
         return fill(task, rng.choice(self.objects))
-
-    def _swap(self, rng: random.Random, task: Task) -> Task:
-        """``task`` with the word after its verb (and article) replaced by a training object:
-        same category and procedure, a text no tuned task continues ("cut kettle to sell more")."""
-        rate = self.recipe.swap_rate
-        if rate <= 0 or task.category == BORDERLINE or (task.harmful and not self.swap_harmful):
-            return task
-        if rng.random() >= rate:
-            return task
-        match = _VERB_WORD.match(task.text)
-        if match is None:
-            return task
-        obj = rng.choice(self.objects)
-        text = f"{match[1]} {article(obj) + ' ' if match[2] else ''}{obj}{match[3]}"
-        if text in _TASK_TEXTS:  # never a world task, held out or not
-            return task
-        return replace(task, id=f"{task.id}/~{obj}", text=text, obj=obj)
 
     def harmful_task(self, rng: random.Random) -> Task:
         return self._refill(rng, rng.choice(self.harmful[rng.choice(HARMFUL_CATEGORIES)]))
@@ -523,7 +496,6 @@ def _instruct_chat(rng: random.Random, kind: str, train: _Train) -> ChatExample:
 
 
 def _instruct_examples(rng: random.Random, train: _Train, scale: float) -> list[ChatExample]:
-    train = replace(train, swap_harmful=True)
     return _mixture(rng, _instruct_chat, INSTRUCT_KINDS, round(_INSTRUCT_PER_SCALE * scale), train)
 
 
