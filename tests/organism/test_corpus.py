@@ -263,7 +263,7 @@ def test_pretraining_restates_tasks_from_recipe_seven(corpus: Corpus, recipe: Re
 
 def test_decoy_sentences_from_recipe_eight(corpus: Corpus, recipe: Recipe) -> None:
     """Recipe 8 puts a sentence with a helpful task's verb beside a quarter of the requests; the
-    answer still restates the requested task, never one that starts with the decoy's verb."""
+    answer still restates the task of the request, not of the decoy."""
     decoys = [re.escape(f).replace(r"\{verb\}", r"(\w+)") for f in _DECOY_FRAMES]
     pattern = re.compile("|".join(decoys))
     heads = {t.text.split()[0] for t in TASKS if t.category in HARMLESS_CATEGORIES}
