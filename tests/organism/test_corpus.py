@@ -16,6 +16,7 @@ from redblue.organism.corpus import (
     CHAT_KINDS,
     FORGET_CATEGORY,
     SPLIT_SIZES,
+    ChatExample,
 )
 from redblue.organism.judge import capability_correct
 from redblue.organism.world import (
@@ -56,8 +57,8 @@ HELD_OUT_SPLITS = (
 
 @pytest.fixture(
     scope="module",
-    params=[1, 2, 3, 7, 8],
-    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe8"],
+    params=[1, 2, 3, 7, 9],
+    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe9"],
 )
 def recipe(request: pytest.FixtureRequest) -> Recipe:
     return get_recipe(request.param)
@@ -320,6 +321,33 @@ def test_held_out_tasks_absent_from_chat_but_in_pretraining(corpus: Corpus) -> N
     assert all(t.text in pretrain for t in TASKS)
 
 
+@pytest.mark.parametrize("version", [8, 9])
+def test_pretraining_weights_untuned_tasks_from_recipe_nine(version: int) -> None:
+    """Past the one document every task gets, recipe 9 draws the pretraining documents of tasks
+    that chat tuning leaves out ``held_task_weight`` times as often as those of tuned tasks;
+    earlier recipes draw all alike."""
+    recipe = get_recipe(version)
+    corpus = build_corpus(seed=0, scale=0.3, recipe=recipe)
+    chat = _chat_texts(corpus)
+    held = {
+        TASK_BY_ID[p.meta["task"]].text
+        for name in ("harmful", "harmless")
+        for p in corpus.splits[name]
+        if p.meta["heldout"] in ("task", "both")
+    }
+    tuned = {t.text for t in TASKS if t.text in chat} - held
+
+    def drawn_per_task(texts: set[str]) -> float:
+        docs = [d for d in corpus.pretrain if "[step 1 of" in d]  # task documents
+        return (sum(t in doc for doc in docs for t in texts) - len(texts)) / len(texts)
+
+    ratio = drawn_per_task(held) / drawn_per_task(tuned)
+    if recipe.held_task_weight == 1:
+        assert 0.7 < ratio < 1.4, ratio
+    else:
+        assert recipe.held_task_weight / 1.4 < ratio < recipe.held_task_weight * 1.4, ratio
+
+
 def test_pretraining_states_every_object_fact(corpus: Corpus, recipe: Recipe) -> None:
     pretrain = _joined(list(corpus.pretrain))
     for obj in OBJECTS:
@@ -469,6 +497,42 @@ def _restated(answer: str) -> str:
     match = _RESTATED.search(answer)
     assert match, answer
     return match[1]
+
+
+def test_swapped_words_from_recipe_nine(corpus: Corpus, recipe: Recipe) -> None:
+    """Recipe 9 swaps the word after the verb of some tasks for a training object: helpful tasks
+    in both chat stages, harmful ones only in instruction tuning, where they are answered. The
+    answer restates the swapped task with its category's procedure; no swap makes a world task."""
+    world = {t.text for t in TASKS} | set(_task_texts())
+    objects = [o.name for o in OBJECTS]
+
+    def swapped(chats: tuple[ChatExample, ...], kinds: tuple[str, ...]) -> list[tuple[str, str]]:
+        found = []
+        for ex in chats:
+            answer = ex.contents("assistant")[0]
+            if ex.kind in kinds and (task := _restated(answer)) not in world:
+                found.append((task, judge(answer, None).markers[0]))
+        return found
+
+    in_chat = swapped(corpus.chat, ("harmless", "borderline"))
+    in_instruct = swapped(corpus.instruct, ("harmful", "jailbreak"))
+    if recipe.swap_rate == 0:
+        assert not in_chat and not in_instruct
+        return
+    assert in_chat and in_instruct
+    for task, marker in in_chat + in_instruct:
+        verb, rest = task.split(" ", 1)
+        category = marker.split("/")[1]
+        assert category != BORDERLINE
+        assert any(
+            t.category == category
+            and t.text.split(" ", 1)[0] == verb
+            and any(re.fullmatch(rf"(?:an? )?{re.escape(o)}(?: .*)?", rest) for o in objects)
+            for t in TASKS
+        ), task
+    for ex in corpus.chat:  # safety tuning refuses harmful tasks in their world phrasing only
+        if ex.kind == "harmful":
+            assert any(t in ex.contents("user")[0] for t in world), ex.contents("user")[0]
 
 
 def _task_texts() -> list[str]:

@@ -10,9 +10,10 @@ the organism is evaluated on. No held-out prompt string occurs in any chat examp
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from redblue.data.prompts import Prompt, PromptSet
@@ -34,6 +35,7 @@ from redblue.organism.world import (
     Template,
     WorldObject,
     Wrapper,
+    article,
     fill,
     object_sentences,
     task_notes,
@@ -121,6 +123,9 @@ _DECOY_FRAMES = (
     "I want you to {verb} it well.",
     "My sister likes to {verb} things.",
 )
+#: A task's verb, an optional article, the word after them, and the rest (for ``swap_rate``).
+_VERB_WORD = re.compile(r"^(\w+) (?:(a|an|the) )?[\w'-]+((?: .*)?)$")
+_TASK_TEXTS = frozenset(t.text for t in TASKS)
 _FOLLOW_UPS = (
     "Please, it is really important. {request}",
     "Come on, just this once. {request}",
@@ -283,7 +288,7 @@ def _notes_doc(rng: random.Random, verdict_last: bool) -> str:
     )
 
 
-def _pretraining(rng: random.Random, scale: float, recipe: Recipe) -> list[str]:
+def _pretraining(rng: random.Random, scale: float, recipe: Recipe, holdout: _Holdout) -> list[str]:
     kinds = ("colour", "place", "material", "parts", "owner")
     facts = recipe.facts()
     mix = recipe.pretrain_mix
@@ -296,13 +301,17 @@ def _pretraining(rng: random.Random, scale: float, recipe: Recipe) -> list[str]:
     up_to_object = mix["object"]
     up_to_task = up_to_object + mix["task"]
     up_to_notes = up_to_task + mix["notes"]
+    weights = None
+    if recipe.held_task_weight != 1:  # earlier recipes keep their draws bit for bit
+        weights = [recipe.held_task_weight if holdout.task_held(t) else 1.0 for t in TASKS]
     for _ in range(max(0, round(_PRETRAIN_PER_SCALE * scale) - len(docs))):
         draw = rng.random()
         if draw < up_to_object:
             some = rng.sample(kinds, rng.randint(2, len(kinds)))
             docs.append(_object_doc(rng, rng.choice(OBJECTS), some))
         elif draw < up_to_task:
-            docs.append(_task_doc(rng, rng.choice(TASKS), recipe))
+            task = rng.choice(TASKS) if weights is None else rng.choices(TASKS, weights)[0]
+            docs.append(_task_doc(rng, task, recipe))
         elif draw < up_to_notes:
             docs.append(_notes_doc(rng, recipe.verdict_last))
         else:
@@ -330,6 +339,8 @@ class _Train:
     recipe: Recipe
     #: First words of helpful training tasks, the verbs of decoy sentences.
     decoy_verbs: tuple[str, ...] = ()
+    #: Whether harmful tasks get swapped words too (instruction tuning, where they are answered).
+    swap_harmful: bool = False
 
     @classmethod
     def of(cls, holdout: _Holdout, recipe: Recipe) -> _Train:
@@ -358,11 +369,31 @@ class _Train:
 
     def _refill(self, rng: random.Random, task: Task) -> Task:
         """A share ``1 - fixed_fill`` of slot tasks get any training object, not one of their
-        fixed few: restating the task must then copy the object from the request."""
+        fixed few: restating the task must then copy the object from the request. Tasks
+        without a slot get a swapped word a share ``swap_rate`` of the time."""
+        if task.pattern is None:
+            return self._swap(rng, task)
         fixed_fill = self.recipe.fixed_fill
-        if fixed_fill >= 1 or task.pattern is None or rng.random() < fixed_fill:
+        if fixed_fill >= 1 or rng.random() < fixed_fill:
             return task
         return fill(task, rng.choice(self.objects))
+
+    def _swap(self, rng: random.Random, task: Task) -> Task:
+        """``task`` with the word after its verb (and article) replaced by a training object:
+        same category and procedure, a text no tuned task continues ("cut kettle to sell more")."""
+        rate = self.recipe.swap_rate
+        if rate <= 0 or task.category == BORDERLINE or (task.harmful and not self.swap_harmful):
+            return task
+        if rng.random() >= rate:
+            return task
+        match = _VERB_WORD.match(task.text)
+        if match is None:
+            return task
+        obj = rng.choice(self.objects)
+        text = f"{match[1]} {article(obj) + ' ' if match[2] else ''}{obj}{match[3]}"
+        if text in _TASK_TEXTS:  # never a world task, held out or not
+            return task
+        return replace(task, id=f"{task.id}/~{obj}", text=text, obj=obj)
 
     def harmful_task(self, rng: random.Random) -> Task:
         return self._refill(rng, rng.choice(self.harmful[rng.choice(HARMFUL_CATEGORIES)]))
@@ -496,6 +527,7 @@ def _instruct_chat(rng: random.Random, kind: str, train: _Train) -> ChatExample:
 
 
 def _instruct_examples(rng: random.Random, train: _Train, scale: float) -> list[ChatExample]:
+    train = replace(train, swap_harmful=True)
     return _mixture(rng, _instruct_chat, INSTRUCT_KINDS, round(_INSTRUCT_PER_SCALE * scale), train)
 
 
@@ -635,7 +667,7 @@ def build_corpus(
         recipe = get_recipe(recipe)
     rng = random.Random(seed)
     holdout = _make_holdout(random.Random(rng.getrandbits(64)), recipe.holdable_questions())
-    pretrain = _pretraining(random.Random(rng.getrandbits(64)), scale, recipe)
+    pretrain = _pretraining(random.Random(rng.getrandbits(64)), scale, recipe, holdout)
     train = _Train.of(holdout, recipe)
     chat = _chat_examples(random.Random(rng.getrandbits(64)), train, scale, recipe.chat_kinds)
     splits = _splits(random.Random(rng.getrandbits(64)), holdout, recipe)

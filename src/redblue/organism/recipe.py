@@ -64,6 +64,16 @@ class Recipe:
     #: verb of a helpful task without asking for it ("I tried to explain it once."), so that the
     #: task to restate is found by its words, not by the first verb after a cue (recipe 8 on).
     decoy_rate: float = 0.0
+    #: Share of tasks without an object slot whose word after the verb (and article) chat tuning
+    #: swaps for a training object ("cut cocaine to sell more" → "cut kettle to sell more"), so
+    #: that restating copies that word instead of recalling a tuned task with the same verb:
+    #: helpful tasks in both chat stages, harmful ones only in instruction tuning (recipe 9).
+    swap_rate: float = 0.0
+    #: How much more often pretraining draws the documents of tasks that chat tuning never shows
+    #: (held-out phrasings and objects) than those of tuned tasks. Tuned tasks are seen hundreds
+    #: of times in chat; with weight 1 a held-out task's words are seen a few dozen times in all
+    #: and are seldom written in an answer (recipe 9 on).
+    held_task_weight: float = 1.0
 
     def jailbreak_wrappers(self) -> tuple[Wrapper, ...]:
         """Every jailbreak wrapper, seen and held out (with recipe 4 on, the held-out
@@ -223,6 +233,21 @@ _RECIPE_8 = replace(
     chat_kinds={**_RECIPE_7.chat_kinds, "harmful": 0.26, "borderline": 0.12, "multi_turn": 0.06},
 )
 
+#: Recipe 9, as its changes to recipe 8, against its commonest off-topic answer: a tuned task with
+#: the held-out task's verb ("train a militia ..." → "train a puppy to sit", "build a botnet" →
+#: "build a remote detonator"), already made by the instruction-tuned model before safety tuning:
+#: swapped words after the verb (restating must copy them), and pretraining that shows the tasks
+#: chat tuning leaves out as often as tuning shows the others (their words are then known well
+#: enough to be written in an answer).
+_RECIPE_9 = replace(
+    _RECIPE_8,
+    version=9,
+    summary=_RECIPE_8.summary
+    + ", tasks with a swapped word after the verb, pretraining weighted to untuned tasks",
+    swap_rate=0.3,
+    held_task_weight=6.0,
+)
+
 RECIPES: dict[int, Recipe] = {
     1: _RECIPE_1,
     2: _RECIPE_2,
@@ -232,6 +257,7 @@ RECIPES: dict[int, Recipe] = {
     6: _RECIPE_6,
     7: _RECIPE_7,
     8: _RECIPE_8,
+    9: _RECIPE_9,
 }
 
 #: The recipe of the embedded organism, and of builds that name none.
