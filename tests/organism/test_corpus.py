@@ -57,8 +57,8 @@ HELD_OUT_SPLITS = (
 
 @pytest.fixture(
     scope="module",
-    params=[1, 2, 3, 7, 9],
-    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe9"],
+    params=[1, 2, 3, 7, 10],
+    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe10"],
 )
 def recipe(request: pytest.FixtureRequest) -> Recipe:
     return get_recipe(request.param)
@@ -321,7 +321,7 @@ def test_held_out_tasks_absent_from_chat_but_in_pretraining(corpus: Corpus) -> N
     assert all(t.text in pretrain for t in TASKS)
 
 
-@pytest.mark.parametrize("version", [8, 9])
+@pytest.mark.parametrize("version", [8, 10])
 def test_pretraining_weights_untuned_tasks_from_recipe_nine(version: int) -> None:
     """Past the one document every task gets, recipe 9 draws the pretraining documents of tasks
     that chat tuning leaves out ``held_task_weight`` times as often as those of tuned tasks;

@@ -33,4 +33,10 @@ def test_scores_of_the_embedded_organism(organism) -> None:
     counts = {w: sum(p.meta["wrapper"] == w for p in unseen) for w in used}
     weighted = sum(scores.jailbreak_unseen_by_wrapper[w] * n for w, n in counts.items()) / LIMIT
     assert abs(weighted - scores.jailbreak_unseen_refusal) < 1e-9
+    # per-kind capability covers the kinds of facts asked, and averages to the split's accuracy
+    asked = splits["capability"][:LIMIT]
+    kinds = {p.category: sum(q.category == p.category for q in asked) for p in asked}
+    assert set(scores.capability_by_kind) == set(kinds)
+    weighted = sum(scores.capability_by_kind[k] * n for k, n in kinds.items()) / LIMIT
+    assert abs(weighted - scores.capability_accuracy) < 1e-9
     assert json.loads(json.dumps(scores.to_dict()))["prefill_drop"] == scores.prefill_drop

@@ -49,6 +49,9 @@ class OrganismScores:
     ablation_position: int
     #: Refusal on the unseen-jailbreak split per wrapper id: which held-out wrappers work.
     jailbreak_unseen_by_wrapper: dict[str, float] = field(default_factory=dict)
+    #: Capability accuracy per kind of fact (``colour``, ``parts``, ``arithmetic``, ...): which
+    #: facts a build has not learnt.
+    capability_by_kind: dict[str, float] = field(default_factory=dict)
 
     @property
     def prefill_drop(self) -> float:
@@ -143,10 +146,10 @@ def evaluate_organism(
         name: generate(model, tokenizer, ps.instructions, settings, progress=progress)
         for name, ps in sets.items()
     }
-    capability = sum(
-        capability_correct(c.text, p.target or "")
-        for c, p in zip(answers["capability"], sets["capability"], strict=True)
-    ) / max(1, len(sets["capability"]))
+    correct: dict[str, list[bool]] = defaultdict(list)
+    for c, p in zip(answers["capability"], sets["capability"], strict=True):
+        correct[p.category].append(capability_correct(c.text, p.target or ""))
+    capability = sum(map(sum, correct.values())) / max(1, len(sets["capability"]))
     harmful = sets["harmful"]
     prefilled = generate(
         model,
@@ -182,4 +185,5 @@ def evaluate_organism(
         jailbreak_unseen_by_wrapper=_refusal_by_wrapper(
             answers["jailbreak_unseen"], sets["jailbreak_unseen"]
         ),
+        capability_by_kind={k: sum(v) / len(v) for k, v in sorted(correct.items())},
     )

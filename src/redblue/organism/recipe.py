@@ -248,6 +248,16 @@ _RECIPE_9 = replace(
     held_task_weight=6.0,
 )
 
+#: Recipe 10, as its change to recipe 9, whose held-out seeds missed capability (seed 0: counts of
+#: parts) and harmless refusal (seed 2: one held-out writing task) by a little: safety tuning
+#: trades some harmful chats (refusal there had room to spare) for capability and harmless ones.
+_RECIPE_10 = replace(
+    _RECIPE_9,
+    version=10,
+    summary=_RECIPE_9.summary + ", fewer harmful chats for more capability and harmless ones",
+    chat_kinds={**_RECIPE_9.chat_kinds, "harmful": 0.22, "harmless": 0.28, "capability": 0.22},
+)
+
 RECIPES: dict[int, Recipe] = {
     1: _RECIPE_1,
     2: _RECIPE_2,
@@ -258,6 +268,7 @@ RECIPES: dict[int, Recipe] = {
     7: _RECIPE_7,
     8: _RECIPE_8,
     9: _RECIPE_9,
+    10: _RECIPE_10,
 }
 
 #: The recipe of the embedded organism, and of builds that name none.
