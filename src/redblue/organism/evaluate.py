@@ -148,7 +148,7 @@ def evaluate_organism(
     }
     correct: dict[str, list[bool]] = defaultdict(list)
     for c, p in zip(answers["capability"], sets["capability"], strict=True):
-        correct[p.category].append(capability_correct(c.text, p.target or ""))
+        correct[p.category or "none"].append(capability_correct(c.text, p.target or ""))
     capability = sum(map(sum, correct.values())) / max(1, len(sets["capability"]))
     harmful = sets["harmful"]
     prefilled = generate(
