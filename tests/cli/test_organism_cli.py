@@ -5,6 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from redblue.cli.main import app
+from redblue.organism.recipe import RECIPES
 
 runner = CliRunner()
 
@@ -16,11 +17,13 @@ def test_build_help_names_recipes_and_sizes() -> None:
 
 
 def test_unknown_recipe_fails_with_the_known_ones(tmp_path) -> None:
+    unknown = str(max(RECIPES) + 1)
     result = runner.invoke(
-        app, ["organism", "build", "--size", "tiny", "--recipe", "9", "--out", str(tmp_path / "o")]
+        app,
+        ["organism", "build", "--size", "tiny", "--recipe", unknown, "--out", str(tmp_path / "o")],
     )
     assert result.exit_code != 0
-    assert "unknown organism recipe 9" in result.output and "1, 2" in result.output
+    assert f"unknown organism recipe {unknown}" in result.output and "1, 2" in result.output
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
 
 
