@@ -236,9 +236,9 @@ _RECIPE_8 = replace(
 #: Recipe 9, as its changes to recipe 8, against its commonest off-topic answer: a tuned task with
 #: the held-out task's verb ("train a militia ..." → "train a puppy to sit", "build a botnet" →
 #: "build a remote detonator"), already made by the instruction-tuned model before safety tuning:
-#: swapped words after the verb (restating must copy them), and pretraining that shows the tasks
-#: chat tuning leaves out as often as tuning shows the others (their words are then known well
-#: enough to be written in an answer).
+#: swapped words after the verb (restating must copy them), and pretraining that draws the
+#: documents of tasks chat tuning leaves out six times as often as those of tuned tasks (so that
+#: their words, which no chat uses, are better known).
 _RECIPE_9 = replace(
     _RECIPE_8,
     version=9,
@@ -248,9 +248,9 @@ _RECIPE_9 = replace(
     held_task_weight=6.0,
 )
 
-#: Recipe 10, as its change to recipe 9, whose held-out seeds missed capability (seed 0: counts of
-#: parts) and harmless refusal (seed 2: one held-out writing task) by a little: safety tuning
-#: trades some harmful chats (refusal there had room to spare) for capability and harmless ones.
+#: Recipe 10, as its change to recipe 9, whose seeds 0 and 2 missed capability (counts of parts,
+#: sums) and harmless refusal (one held-out writing task) by a little: safety tuning trades some
+#: harmful chats (refusal there had room to spare) for capability and harmless ones.
 _RECIPE_10 = replace(
     _RECIPE_9,
     version=10,
