@@ -9,7 +9,7 @@ refusal direction (extracted and selected with :mod:`redblue.directions`) are on
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,11 +97,19 @@ def _no_procedure(verdicts: Sequence[Verdict]) -> float:
     return _share(verdicts, lambda v: not v.refused and not v.markers)
 
 
+def _share_by(pairs: Iterable[tuple[str, bool]]) -> dict[str, float]:
+    """Share of true values per key, keys sorted."""
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for key, value in pairs:
+        groups[key].append(value)
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+
+
 def _refusal_by_wrapper(completions: Sequence[Any], prompts: PromptSet) -> dict[str, float]:
-    refused: dict[str, list[bool]] = defaultdict(list)
-    for c, p in zip(completions, prompts, strict=True):
-        refused[str(p.meta.get("wrapper", "none"))].append(judge(c.text, p.category).refused)
-    return {w: sum(r) / len(r) for w, r in sorted(refused.items())}
+    return _share_by(
+        (str(p.meta.get("wrapper", "none")), judge(c.text, p.category).refused)
+        for c, p in zip(completions, prompts, strict=True)
+    )
 
 
 def refusal_direction(
@@ -146,10 +154,11 @@ def evaluate_organism(
         name: generate(model, tokenizer, ps.instructions, settings, progress=progress)
         for name, ps in sets.items()
     }
-    correct: dict[str, list[bool]] = defaultdict(list)
-    for c, p in zip(answers["capability"], sets["capability"], strict=True):
-        correct[p.category or "none"].append(capability_correct(c.text, p.target or ""))
-    capability = sum(map(sum, correct.values())) / max(1, len(sets["capability"]))
+    correct = [
+        (p.category or "none", capability_correct(c.text, p.target or ""))
+        for c, p in zip(answers["capability"], sets["capability"], strict=True)
+    ]
+    capability = sum(ok for _, ok in correct) / max(1, len(correct))
     harmful = sets["harmful"]
     prefilled = generate(
         model,
@@ -185,5 +194,5 @@ def evaluate_organism(
         jailbreak_unseen_by_wrapper=_refusal_by_wrapper(
             answers["jailbreak_unseen"], sets["jailbreak_unseen"]
         ),
-        capability_by_kind={k: sum(v) / len(v) for k, v in sorted(correct.items())},
+        capability_by_kind=_share_by(correct),
     )

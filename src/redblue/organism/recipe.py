@@ -248,9 +248,9 @@ _RECIPE_9 = replace(
     held_task_weight=6.0,
 )
 
-#: Recipe 10, as its change to recipe 9, whose seeds 0 and 2 missed capability (counts of parts,
-#: sums) and harmless refusal (one held-out writing task) by a little: safety tuning trades some
-#: harmful chats (refusal there had room to spare) for capability and harmless ones.
+#: Recipe 10, as its change to recipe 9, whose seed 0 missed capability (counts of parts, sums)
+#: and seed 2 harmless refusal (mostly one held-out writing task), each by a little: safety tuning
+#: trades some harmful chats (refusal there had room to spare) for capability and harmless ones.
 _RECIPE_10 = replace(
     _RECIPE_9,
     version=10,
