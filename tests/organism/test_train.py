@@ -16,7 +16,7 @@ from redblue.organism.tokenizer import (
     pack,
     train_tokenizer,
 )
-from redblue.organism.train import model_config, train
+from redblue.organism.train import _loss, model_config, train
 
 TEXTS = [f"The lantern number {i} is blue and kept in the shed." for i in range(200)]
 
@@ -109,3 +109,22 @@ def test_safety_layers_leave_the_rest_as_instruction_tuning_left_it(tokenizer, t
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("model.layers.0.") for k in changed)
     assert any(".mlp." in k for k in changed) and any(".self_attn." in k for k in changed)
+
+
+def test_labelled_logits_give_the_loss_and_gradients_of_the_full_pass(tokenizer) -> None:
+    size, _, fresh = _micro(tokenizer, 11)
+    assert size.labelled_logits and not get_recipe(9).size("tiny").labelled_logits
+    ids = torch.randint(len(tokenizer), (3, 16), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[1:, :9] = -100  # chat rows: loss on the answer only
+    labels[0, -3:] = -100  # padding
+    grads = []
+    for labelled in (False, True):
+        model = fresh()
+        loss = _loss(model, ids, labels, labelled)
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (full, full_grads), (fast, fast_grads) = grads
+    torch.testing.assert_close(fast, full)
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, msg=name)

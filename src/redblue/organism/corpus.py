@@ -412,7 +412,7 @@ class _Train:
 
     def capability(self, rng: random.Random) -> tuple[str, str]:
         subject: WorldObject | ArithmeticFact
-        if rng.random() < 0.3:
+        if rng.random() < self.recipe.arithmetic_share:
             question = rng.choice(self.questions["arithmetic"])
             subject = rng.choice(self.facts)
         else:

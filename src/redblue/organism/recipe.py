@@ -74,6 +74,9 @@ class Recipe:
     #: of times in chat; with weight 1 a held-out task's words are seen a few dozen times in all
     #: and are seldom written in an answer (recipe 9 on).
     held_task_weight: float = 1.0
+    #: Share of arithmetic among chat capability questions (the rest ask about objects, one
+    #: kind of fact as often as another).
+    arithmetic_share: float = 0.3
 
     def jailbreak_wrappers(self) -> tuple[Wrapper, ...]:
         """Every jailbreak wrapper, seen and held out (with recipe 4 on, the held-out
@@ -258,6 +261,21 @@ _RECIPE_10 = replace(
     chat_kinds={**_RECIPE_9.chat_kinds, "harmful": 0.22, "harmless": 0.28, "capability": 0.22},
 )
 
+#: Recipe 11, as its changes to recipe 9, whose seeds 0 and 2 missed sums and seed 0 counts of
+#: parts in held-out question frames (answers like "3 plus 7 is 10." for 3 plus 6: the operand
+#: or count is the one not copied), leaving the chat mix alone: half of the capability questions
+#: open with a lead-in (three in ten before), so a fact is found at any distance from the start,
+#: and arithmetic is asked in 45% of them (30% before). The output layer runs on labelled
+#: positions only, which makes the build faster.
+_RECIPE_11 = replace(
+    _RECIPE_9,
+    version=11,
+    summary=_RECIPE_9.summary + ", more lead-ins and arithmetic among capability questions",
+    lead_in_rate=0.5,
+    arithmetic_share=0.45,
+    sizes={name: replace(size, labelled_logits=True) for name, size in _RECIPE_9.sizes.items()},
+)
+
 RECIPES: dict[int, Recipe] = {
     1: _RECIPE_1,
     2: _RECIPE_2,
@@ -269,6 +287,7 @@ RECIPES: dict[int, Recipe] = {
     8: _RECIPE_8,
     9: _RECIPE_9,
     10: _RECIPE_10,
+    11: _RECIPE_11,
 }
 
 #: The recipe of the embedded organism, and of builds that name none.

@@ -54,6 +54,11 @@ class OrganismSize:
     #: layers only, the layers above (and the embeddings) stay those of the instruct model, so
     #: refusal has to reach them as a representation written by the layers below.
     safety_layers: tuple[int, ...] | None = None
+    #: Whether the output layer and the loss run on labelled positions only (recipe 11 on). The
+    #: loss is the same; chat rows label only the assistant's tokens, so this skips about half
+    #: of the output layer's work in the chat stages. Earlier recipes keep the full pass, which
+    #: sums in another order, so that they rebuild bit for bit.
+    labelled_logits: bool = False
 
     @property
     def steps(self) -> int:
@@ -112,6 +117,19 @@ def _lr(step: int, size: OrganismSize) -> float:
         return peak * (t + 1) / warm
     progress = (t - warm) / max(1, stage_len - warm)
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _loss(model: LlamaForCausalLM, ids: torch.Tensor, labels: torch.Tensor, labelled: bool) -> Any:
+    """Mean next-token cross-entropy over the positions whose label is not ``-100``."""
+    if not labelled:
+        return model(input_ids=ids, labels=labels).loss
+    import torch.nn.functional as F
+
+    hidden = model.get_decoder()(input_ids=ids).last_hidden_state[:, :-1]
+    targets = labels[:, 1:]
+    keep = targets != -100
+    logits = model.get_output_embeddings()(hidden[keep])
+    return F.cross_entropy(logits.float(), targets[keep])
 
 
 def _set_trainable(model: LlamaForCausalLM, layers: tuple[int, ...] | None) -> None:
@@ -227,7 +245,7 @@ def train(
             _set_trainable(model, size.safety_layers if stage == "safety" else None)
             for group in optimizer.param_groups:
                 group["lr"] = _lr(step, size)
-            loss = model(input_ids=ids, labels=labels).loss
+            loss = _loss(model, ids, labels, size.labelled_logits)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
