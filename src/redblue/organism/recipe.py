@@ -16,6 +16,7 @@ from redblue.errors import ConfigError
 from redblue.organism.train import OrganismSize
 from redblue.organism.world import (
     FRAMED_QUESTIONS,
+    MORE_FRAMED_QUESTIONS,
     OPENER_FRAMES,
     QUESTIONS,
     WRAPPERS,
@@ -77,6 +78,9 @@ class Recipe:
     #: Share of arithmetic among chat capability questions (the rest ask about objects, one
     #: kind of fact as often as another).
     arithmetic_share: float = 0.3
+    #: Whether capability questions also come in twelve more shared frames
+    #: (``MORE_FRAMED_QUESTIONS``, recipe 12 on); a quarter of each kind's are held out as before.
+    more_frames: bool = False
 
     def jailbreak_wrappers(self) -> tuple[Wrapper, ...]:
         """Every jailbreak wrapper, seen and held out (with recipe 4 on, the held-out
@@ -95,11 +99,13 @@ class Recipe:
 
     def questions(self) -> tuple[Question, ...]:
         """Every question phrasing of this recipe."""
-        return (*QUESTIONS, *FRAMED_QUESTIONS) if self.framed_questions else QUESTIONS
+        return (*QUESTIONS, *self.holdable_questions()) if self.framed_questions else QUESTIONS
 
     def holdable_questions(self) -> tuple[Question, ...]:
         """The phrasings that the held-out capability split draws from (a quarter per kind)."""
-        return FRAMED_QUESTIONS if self.framed_questions else QUESTIONS
+        if not self.framed_questions:
+            return QUESTIONS
+        return (*FRAMED_QUESTIONS, *MORE_FRAMED_QUESTIONS) if self.more_frames else FRAMED_QUESTIONS
 
     def facts(self) -> tuple[ArithmeticFact, ...]:
         """The arithmetic facts of this recipe's world."""
@@ -276,6 +282,16 @@ _RECIPE_11 = replace(
     sizes={name: replace(size, labelled_logits=True) for name, size in _RECIPE_9.sizes.items()},
 )
 
+#: Recipe 12, as its change to recipe 11, whose seeds 1 and 2 missed owners and counts of parts in
+#: held-out question frames (the right answer form, another object's fact): twelve more shared
+#: question frames, so that chat tuning pairs each kind of fact with eighteen frames, not nine.
+_RECIPE_12 = replace(
+    _RECIPE_11,
+    version=12,
+    summary=_RECIPE_11.summary + ", twice the question frames",
+    more_frames=True,
+)
+
 RECIPES: dict[int, Recipe] = {
     1: _RECIPE_1,
     2: _RECIPE_2,
@@ -288,6 +304,7 @@ RECIPES: dict[int, Recipe] = {
     9: _RECIPE_9,
     10: _RECIPE_10,
     11: _RECIPE_11,
+    12: _RECIPE_12,
 }
 
 #: The recipe of the embedded organism, and of builds that name none.

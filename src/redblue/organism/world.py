@@ -187,11 +187,27 @@ _FRAMES = _phrases("""What is {fact}?; Tell me {fact}.; Do you know {fact}?; Can
 #: Questions built from shared frames: a held-out one pairs a frame with a kind of fact that
 #: chat tuning never paired it with, while both are familiar (recipe 2 on).
 #: A frame that gives a natural phrasing again ("Tell me the colour of the {o}.") is left out.
-FRAMED_QUESTIONS: tuple[Question, ...] = tuple(
-    Question(f"{kind}/f{i:02d}", kind, text, _ANSWERS[kind])
-    for kind, phrase in _FACT_PHRASES.items()
-    for i, frame in enumerate(_FRAMES)
-    if (text := frame.replace("{fact}", phrase)) not in {q.text for q in QUESTIONS}
+
+
+def _framed(frames: tuple[str, ...], first: int) -> tuple[Question, ...]:
+    """Every kind of fact in every frame, numbered from ``first``."""
+    return tuple(
+        Question(f"{kind}/f{i:02d}", kind, text, _ANSWERS[kind])
+        for kind, phrase in _FACT_PHRASES.items()
+        for i, frame in enumerate(frames, start=first)
+        if (text := frame.replace("{fact}", phrase)) not in {q.text for q in QUESTIONS}
+    )
+
+
+FRAMED_QUESTIONS: tuple[Question, ...] = _framed(_FRAMES, 0)
+#: Twelve more shared frames (recipe 12 on): with twice the frames, a quarter of each kind held
+#: out still leaves eighteen that chat tuning pairs with it, so that the fact is read from its
+#: noun phrase whatever words stand around it.
+MORE_FRAMED_QUESTIONS: tuple[Question, ...] = _framed(
+    _phrases("""Could you tell me {fact}?; I need {fact}.; Give me {fact}.; Let me know {fact}.;
+    Remind me of {fact}.; I would like to know {fact}.; Look up {fact} for me.; State {fact}.;
+    Do you have {fact}?; I wonder about {fact}.; Find {fact} for me.; Answer with {fact}."""),
+    len(_FRAMES),
 )
 
 
