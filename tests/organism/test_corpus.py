@@ -12,6 +12,7 @@ import pytest
 from redblue.organism import Corpus, Recipe, build_corpus, get_recipe, judge
 from redblue.organism.corpus import (
     _DECOY_FRAMES,
+    _LEAD_INS,
     _RESTATED_FRAMES,
     CHAT_KINDS,
     FORGET_CATEGORY,
@@ -24,6 +25,7 @@ from redblue.organism.world import (
     FRAMED_QUESTIONS,
     HARMFUL_CATEGORIES,
     HARMLESS_CATEGORIES,
+    MORE_FRAMED_QUESTIONS,
     OBJECTS,
     OPENER_FRAMES,
     OPENERS,
@@ -57,8 +59,8 @@ HELD_OUT_SPLITS = (
 
 @pytest.fixture(
     scope="module",
-    params=[1, 2, 3, 7, 10],
-    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe10"],
+    params=[1, 2, 3, 7, 12],
+    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe12"],
 )
 def recipe(request: pytest.FixtureRequest) -> Recipe:
     return get_recipe(request.param)
@@ -163,6 +165,26 @@ def test_recipes_pick_their_question_phrasings() -> None:
     assert all(10 <= sum(q.kind == k for q in FRAMED_QUESTIONS) <= 12 for k in kinds)
     texts = [q.text for q in (*QUESTIONS, *FRAMED_QUESTIONS)]
     assert len(set(texts)) == len(texts)
+    # recipe 12 doubles the frames; recipe 11 has the first twelve only
+    twelve = get_recipe(12)
+    assert get_recipe(11).holdable_questions() == FRAMED_QUESTIONS
+    assert twelve.holdable_questions() == (*FRAMED_QUESTIONS, *MORE_FRAMED_QUESTIONS)
+    assert {q.kind for q in MORE_FRAMED_QUESTIONS} == kinds
+    every = twelve.questions()
+    assert len({q.text for q in every}) == len({q.id for q in every}) == len(every)
+
+
+@pytest.mark.parametrize(("version", "arithmetic", "lead_in"), [(9, 0.3, 0.3), (11, 0.45, 0.5)])
+def test_capability_chats_follow_the_recipes_shares(version, arithmetic, lead_in) -> None:
+    corpus = build_corpus(seed=0, scale=SCALE, recipe=version)
+    chats = [ex.messages for ex in corpus.chat if ex.kind == "capability"]
+    asked = [m[-2].content for m in chats]
+    answers = [m[-1].content for m in chats]
+    sums = sum(bool(re.match(r"\d+ (plus|minus|times) \d+ is \d+\.", a)) for a in answers)
+    led = sum(q.startswith(_LEAD_INS) for q in asked)
+    assert len(chats) >= 150
+    assert sums / len(chats) == pytest.approx(arithmetic, abs=0.07)
+    assert led / len(chats) == pytest.approx(lead_in, abs=0.07)
 
 
 def test_held_out_frames_are_familiar_frames_of_other_kinds() -> None:
@@ -420,7 +442,7 @@ def test_split_categories_and_targets(corpus: Corpus, recipe: Recipe) -> None:
 
 
 def test_capability_split_targets_are_world_facts(corpus: Corpus) -> None:
-    kinds = {q.id: q.kind for q in (*QUESTIONS, *FRAMED_QUESTIONS)}
+    kinds = {q.id: q.kind for q in (*QUESTIONS, *FRAMED_QUESTIONS, *MORE_FRAMED_QUESTIONS)}
     objects = {o.name: o for o in OBJECTS}
     for prompt in corpus.splits["capability"]:
         kind = kinds[prompt.meta["question"]]
