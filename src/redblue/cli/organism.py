@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from redblue.cli._common import settings
-from redblue.organism.recipe import RECIPES
+from redblue.organism.recipe import DEFAULT_RECIPE, RECIPES
 
 app = typer.Typer(
     help="Build the model organism (a small chat model trained from scratch on a CPU).",
@@ -28,11 +28,11 @@ def build(
     recipe: Annotated[
         int,
         typer.Option(
-            help=f"Recipe version, 1 to {max(RECIPES)}: 1 built the embedded organism; each later "
-            "one is described in docs/organism.md and measured side by side in the README "
-            "(benchmarks/organism.py --recipe N)."
+            help=f"Recipe version, 1 to {max(RECIPES)}: {DEFAULT_RECIPE} built the embedded "
+            "organism; each one is described in docs/organism.md and measured side by side in "
+            "the README (benchmarks/organism.py --recipe N)."
         ),
-    ] = 1,
+    ] = DEFAULT_RECIPE,
 ) -> None:
     """Generate the synthetic corpus, train a tokenizer and a Llama-architecture model from scratch.
 
