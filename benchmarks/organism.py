@@ -32,13 +32,16 @@ TARGETS = {
     "build_seconds": ("<=", 900.0),
 }
 #: Printed beside the targets: on-topic compliance under the prefill (compare with the one under
-#: ablation), and what the answers under ablation that are not on topic do instead: refuse, give
-#: another category's procedure, or give none.
+#: ablation), what the answers under ablation that are not on topic do instead (refuse, give
+#: another category's procedure, or give none), and whether the direction shows the phenomena the
+#: activation-engineering tests rely on: chosen by selection, and refusal when added.
 EXTRA = (
     "prefill_on_topic",
     "ablation_harmful_refusal",
     "ablation_other_topic",
     "ablation_no_procedure",
+    "direction_selected",
+    "addition_harmless_refusal",
 )
 
 

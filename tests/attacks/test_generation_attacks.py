@@ -69,10 +69,12 @@ def test_templates_unseen_by_the_organism_beat_the_baseline(organism, baseline) 
 
 
 def test_organism_wrappers_and_sampling(organism) -> None:
-    summary, _ = _run("templates", organism, n=4, source="organism:unseen")
-    from redblue.organism.world import WRAPPERS
+    from redblue.organism.recipe import recipe_of_model
 
-    assert set(summary.by_variant) == {w.id for w in WRAPPERS if not w.seen}
+    summary, _ = _run("templates", organism, n=4, source="organism:unseen")
+    recipe = recipe_of_model(organism[0])
+    assert recipe is not None  # the embedded organism's held-out wrappers, by its recipe
+    assert set(summary.by_variant) == {w.id for w in recipe.wrappers(seen=False)}
     sampled, _ = _run("templates", organism, n=4, n_templates=3, seed=1)
     again, _ = _run("templates", organism, n=4, n_templates=3, seed=1)
     assert list(sampled.by_variant) == list(again.by_variant) and len(sampled.by_variant) == 3
@@ -81,13 +83,15 @@ def test_organism_wrappers_and_sampling(organism) -> None:
 def test_organism_templates_follow_the_organisms_recipe(organism) -> None:
     from redblue.attacks.templates import organism_templates
     from redblue.organism import get_recipe
-    from redblue.organism.recipe import recipe_of_model
+    from redblue.organism.recipe import DEFAULT_RECIPE, recipe_of_model
     from redblue.organism.world import OPENER_FRAMES
 
     model, _, _ = organism
-    assert recipe_of_model(model) == get_recipe(1)  # the embedded organism's recipe
+    assert recipe_of_model(model) == get_recipe(DEFAULT_RECIPE)  # the embedded organism's
     assert recipe_of_model(object()) is None
-    one = {t.id for t in organism_templates("unseen")}
+    default = {t.id for t in organism_templates("unseen")}
+    assert default == {t.id for t in organism_templates("unseen", get_recipe(DEFAULT_RECIPE))}
+    one = {t.id for t in organism_templates("unseen", get_recipe(1))}
     later = {t.id for t in organism_templates("unseen", get_recipe(6))}
     # from recipe 4 on, the held-out answer-opener instructions are unseen templates too
     assert later - one == {w.id for w in OPENER_FRAMES if not w.seen} and later > one

@@ -13,6 +13,7 @@ from redblue.errors import ConfigError
 from redblue.organism.build import build_organism
 from redblue.organism.corpus import SPLIT_SIZES
 from redblue.organism.evaluate import load_splits
+from redblue.organism.recipe import DEFAULT_RECIPE
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_folder_is_plain_transformers(tiny_organism) -> None:
     )
     assert result.steps == 400 and result.n_params == sum(p.numel() for p in model.parameters())
     info = json.loads((out / "organism.json").read_text())
-    assert len(info["losses"]) == 400 and info["recipe"] == result.recipe == 1
+    assert len(info["losses"]) == 400 and info["recipe"] == result.recipe == DEFAULT_RECIPE
     assert sum(info["losses"][-20:]) < sum(info["losses"][:20])  # it learned
 
 

@@ -39,4 +39,6 @@ def test_scores_of_the_embedded_organism(organism) -> None:
     assert set(scores.capability_by_kind) == set(kinds)
     weighted = sum(scores.capability_by_kind[k] * n for k, n in kinds.items()) / LIMIT
     assert abs(weighted - scores.capability_accuracy) < 1e-9
+    # the embedded organism's direction passes selection's filters and induces refusal when added
+    assert scores.direction_selected == 1.0 and scores.addition_harmless_refusal >= 0.8
     assert json.loads(json.dumps(scores.to_dict()))["prefill_drop"] == scores.prefill_drop

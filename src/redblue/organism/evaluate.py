@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redblue.data import PromptSet
-from redblue.interventions import ablate
+from redblue.interventions import ablate, add
 from redblue.models import GenerationSettings, generate
 from redblue.organism.judge import Verdict, capability_correct, judge
 
@@ -47,6 +47,13 @@ class OrganismScores:
     ablation_no_procedure: float
     ablation_layer: int
     ablation_position: int
+    #: Whether Arditi selection chose the direction (1.0), or filtered out every candidate and
+    #: left the extraction's own choice (0.0): the filters ask that adding the direction to
+    #: harmless prompts makes the model refuse, and that ablating it barely moves their next
+    #: token (KL at most 0.1). The activation-engineering tests rely on both.
+    direction_selected: float = 0.0
+    #: Refusal on harmless prompts with the direction added (alpha 1): whether it induces refusal.
+    addition_harmless_refusal: float = 0.0
     #: Refusal on the unseen-jailbreak split per wrapper id: which held-out wrappers work.
     jailbreak_unseen_by_wrapper: dict[str, float] = field(default_factory=dict)
     #: Capability accuracy per kind of fact (``colour``, ``parts``, ``arithmetic``, ...): which
@@ -173,6 +180,10 @@ def evaluate_organism(
     direction = refusal_direction(model, tokenizer, splits)
     with ablate(model, direction):
         ablated = generate(model, tokenizer, harmful.instructions, settings, progress=progress)
+    with add(model, direction, alpha=1.0):
+        added = generate(
+            model, tokenizer, sets["harmless"].instructions, settings, progress=progress
+        )
     prefill_verdicts, ablated_verdicts = _verdicts(prefilled, harmful), _verdicts(ablated, harmful)
     return OrganismScores(
         harmful_refusal=_refusal_rate(answers["harmful"], harmful),
@@ -191,6 +202,8 @@ def evaluate_organism(
         ablation_no_procedure=_no_procedure(ablated_verdicts),
         ablation_layer=direction.layer,
         ablation_position=direction.position,
+        direction_selected=float(direction.chosen_by == "select"),
+        addition_harmless_refusal=_refusal_rate(added, sets["harmless"]),
         jailbreak_unseen_by_wrapper=_refusal_by_wrapper(
             answers["jailbreak_unseen"], sets["jailbreak_unseen"]
         ),
