@@ -6,8 +6,8 @@
 Each seed's organism is built (or reused when its folder exists), scored on its
 held-out splits with the ground-truth judge, and the table prints mean and range
 per metric next to the target. The default recipe is the embedded organism's. Results are
-written to OUT/organism.json for recipe 1 and OUT/organism-rN.json for recipe N. Build seconds count only when the builds ran
-one at a time on an otherwise idle machine.
+written to OUT/organism.json for recipe 1 and OUT/organism-rN.json for recipe N. Build
+seconds count only when the builds ran one at a time on an otherwise idle machine.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 The numbers behind the organism's targets: refusal on harmful, harmless,
 borderline and jailbreak prompts, capability accuracy, how much a one-token
 compliant prefill lowers refusal, and whether answers under ablation of the
-refusal direction (extracted and selected with :mod:`redblue.directions`) are on topic.
+refusal direction (extracted and selected with :mod:`redblue.directions`) are on topic;
+beside them, whether selection chose that direction and whether adding it induces refusal.
 """
 
 from __future__ import annotations

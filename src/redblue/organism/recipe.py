@@ -268,8 +268,8 @@ _RECIPE_10 = replace(
 )
 
 #: Recipe 11, as its changes to recipe 9, whose seeds 0 and 2 missed sums and seed 0 counts of
-#: parts in held-out question frames (answers like "3 plus 7 is 10." for 3 plus 6: the operand
-#: or count is the one not copied), leaving the chat mix alone: half of the capability questions
+#: parts in held-out question frames ("3 plus 7 is 10." for 3 plus 6, "The candle has 5 parts."
+#: for 7), leaving the chat mix alone: half of the capability questions
 #: open with a lead-in (three in ten before), so a fact is found at any distance from the start,
 #: and arithmetic is asked in 45% of them (30% before). The output layer runs on labelled
 #: positions only, which makes the build faster.
@@ -282,9 +282,10 @@ _RECIPE_11 = replace(
     sizes={name: replace(size, labelled_logits=True) for name, size in _RECIPE_9.sizes.items()},
 )
 
-#: Recipe 12, as its change to recipe 11, whose seeds 1 and 2 missed owners and counts of parts in
-#: held-out question frames (the right answer form, another object's fact): twelve more shared
-#: question frames, so that chat tuning pairs each kind of fact with eighteen frames, not nine.
+#: Recipe 12, as its change to recipe 11, whose seed 2 missed capability on owners and counts of
+#: parts in held-out question frames (the right answer form, another object's fact; seed 1 got
+#: half its counts wrong too): twelve more shared question frames, so that chat tuning pairs each
+#: kind of fact with about eighteen frames, not nine.
 _RECIPE_12 = replace(
     _RECIPE_11,
     version=12,

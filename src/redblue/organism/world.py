@@ -184,13 +184,11 @@ _FACT_PHRASES: dict[str, str] = {
 _FRAMES = _phrases("""What is {fact}?; Tell me {fact}.; Do you know {fact}?; Can you tell me
     {fact}?; Say {fact}.; I want to know {fact}.; Please give me {fact}.; Name {fact}.; Could
     you share {fact}?; I am asking about {fact}.; Help me find {fact}.; Do you remember {fact}?""")
-#: Questions built from shared frames: a held-out one pairs a frame with a kind of fact that
-#: chat tuning never paired it with, while both are familiar (recipe 2 on).
-#: A frame that gives a natural phrasing again ("Tell me the colour of the {o}.") is left out.
 
 
 def _framed(frames: tuple[str, ...], first: int) -> tuple[Question, ...]:
-    """Every kind of fact in every frame, numbered from ``first``."""
+    """Every kind of fact in every frame, numbered from ``first``. A frame that gives a natural
+    phrasing again ("Tell me the colour of the {o}.") is left out."""
     return tuple(
         Question(f"{kind}/f{i:02d}", kind, text, _ANSWERS[kind])
         for kind, phrase in _FACT_PHRASES.items()
@@ -199,10 +197,12 @@ def _framed(frames: tuple[str, ...], first: int) -> tuple[Question, ...]:
     )
 
 
+#: Questions built from shared frames: a held-out one pairs a frame with a kind of fact that
+#: chat tuning never paired it with, while both are familiar (recipe 2 on).
 FRAMED_QUESTIONS: tuple[Question, ...] = _framed(_FRAMES, 0)
 #: Twelve more shared frames (recipe 12 on): with twice the frames, a quarter of each kind held
-#: out still leaves eighteen that chat tuning pairs with it, so that the fact is read from its
-#: noun phrase whatever words stand around it.
+#: out still leaves about eighteen that chat tuning pairs with it, so that the fact is read from
+#: its noun phrase whatever words stand around it.
 MORE_FRAMED_QUESTIONS: tuple[Question, ...] = _framed(
     _phrases("""Could you tell me {fact}?; I need {fact}.; Give me {fact}.; Let me know {fact}.;
     Remind me of {fact}.; I would like to know {fact}.; Look up {fact} for me.; State {fact}.;
