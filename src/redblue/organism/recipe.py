@@ -293,6 +293,17 @@ _RECIPE_12 = replace(
     more_frames=True,
 )
 
+#: Recipe 13, as its change to recipe 12, whose seeds 1 to 3 meet the issue's targets but have no
+#: direction that Arditi selection keeps (the ones that remove refusal move harmless next tokens
+#: too much, KL above 0.1): safety tuning trains every weight again, as in recipes 1 to 4, whose
+#: embedded organism passes selection.
+_RECIPE_13 = replace(
+    _RECIPE_12,
+    version=13,
+    summary=_RECIPE_12.summary + ", safety tuning of every weight",
+    sizes={name: replace(size, safety_layers=None) for name, size in _RECIPE_12.sizes.items()},
+)
+
 RECIPES: dict[int, Recipe] = {
     1: _RECIPE_1,
     2: _RECIPE_2,
@@ -306,6 +317,7 @@ RECIPES: dict[int, Recipe] = {
     10: _RECIPE_10,
     11: _RECIPE_11,
     12: _RECIPE_12,
+    13: _RECIPE_13,
 }
 
 #: The recipe of the embedded organism, and of builds that name none.
