@@ -294,9 +294,9 @@ _RECIPE_12 = replace(
 )
 
 #: Recipe 13, as its change to recipe 12, whose seeds 1 to 3 meet the issue's targets but have no
-#: direction that Arditi selection keeps (the ones that remove refusal move harmless next tokens
-#: too much, KL above 0.1): safety tuning trains every weight again, as in recipes 1 to 4, whose
-#: embedded organism passes selection.
+#: direction that Arditi selection keeps (ablated, the ones that remove refusal move harmless next
+#: tokens too much, or added at their own layer they fall short of inducing refusal): safety
+#: tuning trains every weight again, as in recipes 1 to 4, whose embedded organism passes selection.
 _RECIPE_13 = replace(
     _RECIPE_12,
     version=13,
