@@ -52,9 +52,9 @@ class OrganismScores:
     #: left the extraction's own choice (0.0): the filters ask that adding the direction to
     #: harmless prompts makes the model refuse, and that ablating it barely moves their next
     #: token (KL at most 0.1). The activation-engineering tests rely on both.
-    direction_selected: float = 0.0
+    direction_selected: float
     #: Refusal on harmless prompts with the direction added (alpha 1): whether it induces refusal.
-    addition_harmless_refusal: float = 0.0
+    addition_harmless_refusal: float
     #: Refusal on the unseen-jailbreak split per wrapper id: which held-out wrappers work.
     jailbreak_unseen_by_wrapper: dict[str, float] = field(default_factory=dict)
     #: Capability accuracy per kind of fact (``colour``, ``parts``, ``arithmetic``, ...): which
