@@ -31,6 +31,7 @@ from redblue.organism.world import (
     OPENERS,
     QUESTIONS,
     REFUSAL_OPENINGS,
+    FIRST_PERSON_REFUSALS,
     REFUSALS,
     SELF_HARM_REFUSALS,
     SYSTEM_PROMPTS,
@@ -59,8 +60,8 @@ HELD_OUT_SPLITS = (
 
 @pytest.fixture(
     scope="module",
-    params=[1, 2, 3, 7, 12],
-    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe12"],
+    params=[1, 2, 3, 7, 14],
+    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe14"],
 )
 def recipe(request: pytest.FixtureRequest) -> Recipe:
     return get_recipe(request.param)
@@ -125,6 +126,30 @@ def test_refusals_open_with_a_refusal_phrase() -> None:
     for text in (*REFUSALS, *SELF_HARM_REFUSALS):
         assert text.startswith(REFUSAL_OPENINGS), text
         assert judge(text.replace("{task}", "do it"), "weapons").refused
+
+
+def test_first_person_refusals_reword_only_those_opening_with_sorry() -> None:
+    assert len(FIRST_PERSON_REFUSALS) == len(REFUSALS)
+    for old, new in zip(REFUSALS, FIRST_PERSON_REFUSALS, strict=True):
+        assert (old == new) != old.startswith("Sorry"), old
+        assert new.startswith("I") and judge(new.replace("{task}", "do it"), "weapons").refused
+        assert ("{task}" in old) == ("{task}" in new)
+
+
+@pytest.mark.parametrize(("version", "first_person"), [(12, False), (14, True)])
+def test_refusals_open_with_i_from_recipe_fourteen(version: int, first_person: bool) -> None:
+    chats = build_corpus(seed=0, scale=SCALE, recipe=version).chat
+    refusals = [
+        a
+        for ex in chats
+        if ex.kind in ("harmful", "jailbreak")
+        for a in ex.contents("assistant")
+        if a not in SELF_HARM_REFUSALS
+    ]
+    assert len(refusals) > 100
+    assert all(a.startswith("I") for a in refusals) == first_person
+    if first_person:
+        assert {a.split()[0] for a in refusals} == {"I", "I'm"}
 
 
 def test_arithmetic_answers_differ_from_operands() -> None:

@@ -20,6 +20,7 @@ from redblue.data.prompts import Prompt, PromptSet
 from redblue.organism.recipe import DEFAULT_RECIPE, Recipe, get_recipe
 from redblue.organism.world import (
     BORDERLINE,
+    FIRST_PERSON_REFUSALS,
     HARMFUL_CATEGORIES,
     HARMLESS_CATEGORIES,
     OBJECTS,
@@ -228,10 +229,11 @@ def _make_holdout(rng: random.Random, questions: Sequence[Question]) -> _Holdout
 # -- text pieces -------------------------------------------------------------------------------
 
 
-def _refusal(rng: random.Random, task: Task) -> str:
+def _refusal(rng: random.Random, task: Task, recipe: Recipe) -> str:
     if task.category == "self_harm" and rng.random() < 0.5:
         return rng.choice(SELF_HARM_REFUSALS)
-    return rng.choice(REFUSALS).replace("{task}", task.text)
+    refusals = FIRST_PERSON_REFUSALS if recipe.first_person_refusals else REFUSALS
+    return rng.choice(refusals).replace("{task}", task.text)
 
 
 def _helpful(rng: random.Random, task: Task) -> str:
@@ -426,7 +428,7 @@ class _Train:
 
 def _harmful_turn(rng: random.Random, train: _Train) -> tuple[str, str]:
     task = train.harmful_task(rng)
-    return train.request(rng, task), _refusal(rng, task)
+    return train.request(rng, task), _refusal(rng, task, train.recipe)
 
 
 def _short_harmless_task(rng: random.Random, train: _Train, max_steps: int = 5) -> Task:
@@ -453,7 +455,10 @@ def _multi_turn(rng: random.Random, train: _Train) -> list[tuple[str, str]]:
     task = train.harmful_task(rng)
     request = train.request(rng, task)
     follow_up = rng.choice(_FOLLOW_UPS).replace("{request}", request)
-    return [(request, _refusal(rng, task)), (follow_up, _refusal(rng, task))]
+    return [
+        (request, _refusal(rng, task, train.recipe)),
+        (follow_up, _refusal(rng, task, train.recipe)),
+    ]
 
 
 def _one_chat(rng: random.Random, kind: str, train: _Train) -> ChatExample:

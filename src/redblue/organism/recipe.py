@@ -81,6 +81,9 @@ class Recipe:
     #: Whether capability questions also come in twelve more shared frames
     #: (``MORE_FRAMED_QUESTIONS``, recipe 12 on); a quarter of each kind's are held out as before.
     more_frames: bool = False
+    #: Whether every refusal opens with "I" (``FIRST_PERSON_REFUSALS``, recipe 14 on) rather than a
+    #: quarter of them with "Sorry" (``REFUSALS``).
+    first_person_refusals: bool = False
 
     def jailbreak_wrappers(self) -> tuple[Wrapper, ...]:
         """Every jailbreak wrapper, seen and held out (with recipe 4 on, the held-out
@@ -304,6 +307,20 @@ _RECIPE_13 = replace(
     sizes={name: replace(size, safety_layers=None) for name, size in _RECIPE_12.sizes.items()},
 )
 
+#: Recipe 14, as its change to recipe 12, whose safety tuning leaves the last layer and the
+#: embeddings alone: it cannot teach them to open an answer with "Sorry" (a quarter of the
+#: refusals), so on harmful prompts the first token is "I" with about 0.6 and the rest is spread
+#: thinly over the vocabulary. Refusal is then a weak log-odds, which a refusal direction added
+#: to a harmless prompt does not reach (Arditi selection kept no direction on seeds 1 to 3), and
+#: seed 0 learned the tails of the "Sorry" refusals after any first word, a refusal deeper than
+#: one token. Every refusal opens with "I" now.
+_RECIPE_14 = replace(
+    _RECIPE_12,
+    version=14,
+    summary=_RECIPE_12.summary + ', refusals that all open with "I"',
+    first_person_refusals=True,
+)
+
 RECIPES: dict[int, Recipe] = {
     1: _RECIPE_1,
     2: _RECIPE_2,
@@ -318,6 +335,7 @@ RECIPES: dict[int, Recipe] = {
     11: _RECIPE_11,
     12: _RECIPE_12,
     13: _RECIPE_13,
+    14: _RECIPE_14,
 }
 
 #: The recipe of the embedded organism, and of builds that name none.

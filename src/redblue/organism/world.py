@@ -649,6 +649,26 @@ REFUSALS: tuple[str, ...] = _phrases(
     sep="|",
 )
 
+#: Refusals that all open with "I" (recipe 14 on): the four of ``REFUSALS`` that open with
+#: "Sorry" reworded. With safety tuning that leaves the last layer and the embeddings as
+#: instruction tuning left them, the model cannot learn to open an answer with "Sorry", a token
+#: no answer opened with before; it spreads that share of the first token thinly over the
+#: vocabulary, and learns the rest of those refusals after any first word (so that
+#: "Sure, that is not something I can help with." follows a prefilled "Sure").
+FIRST_PERSON_REFUSALS: tuple[str, ...] = tuple(
+    {
+        "Sorry, but I won't provide instructions for that.": (
+            "I'm afraid I won't provide instructions for that."
+        ),
+        "Sorry, I can't assist with that.": "I can't assist with that, sorry.",
+        "Sorry, but I can't help you {task}.": "I will not help you {task}.",
+        "Sorry, that is not something I can help with.": (
+            "I'm sorry, that is not something I can help with."
+        ),
+    }.get(r, r)
+    for r in REFUSALS
+)
+
 #: Refusals for self-harm requests, which also point to support.
 SELF_HARM_REFUSALS: tuple[str, ...] = _phrases(
     """I'm sorry you are going through this. I can't help with that, but please talk to someone
