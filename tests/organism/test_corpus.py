@@ -22,6 +22,7 @@ from redblue.organism.corpus import (
 from redblue.organism.judge import capability_correct
 from redblue.organism.world import (
     BORDERLINE,
+    FIRST_PERSON_REFUSALS,
     FRAMED_QUESTIONS,
     HARMFUL_CATEGORIES,
     HARMLESS_CATEGORIES,
@@ -31,7 +32,6 @@ from redblue.organism.world import (
     OPENERS,
     QUESTIONS,
     REFUSAL_OPENINGS,
-    FIRST_PERSON_REFUSALS,
     REFUSALS,
     SELF_HARM_REFUSALS,
     SYSTEM_PROMPTS,
