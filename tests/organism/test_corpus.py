@@ -13,6 +13,7 @@ from redblue.organism import Corpus, Recipe, build_corpus, get_recipe, judge
 from redblue.organism.corpus import (
     _DECOY_FRAMES,
     _LEAD_INS,
+    _MORE_DECOY_FRAMES,
     _RESTATED_FRAMES,
     CHAT_KINDS,
     FORGET_CATEGORY,
@@ -60,8 +61,8 @@ HELD_OUT_SPLITS = (
 
 @pytest.fixture(
     scope="module",
-    params=[1, 2, 3, 7, 14],
-    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe14"],
+    params=[1, 2, 3, 7, 15],
+    ids=["recipe1", "recipe2", "recipe3", "recipe7", "recipe15"],
 )
 def recipe(request: pytest.FixtureRequest) -> Recipe:
     return get_recipe(request.param)
@@ -312,7 +313,8 @@ def test_pretraining_restates_tasks_from_recipe_seven(corpus: Corpus, recipe: Re
 def test_decoy_sentences_from_recipe_eight(corpus: Corpus, recipe: Recipe) -> None:
     """Recipe 8 puts a sentence with a helpful task's verb beside a quarter of the requests; the
     answer still restates the task of the request, not of the decoy."""
-    decoys = [re.escape(f).replace(r"\{verb\}", r"(\w+)") for f in _DECOY_FRAMES]
+    frames = _DECOY_FRAMES + _MORE_DECOY_FRAMES if recipe.more_decoys else _DECOY_FRAMES
+    decoys = [re.escape(f).replace(r"\{verb\}", r"(\w+)") for f in frames]
     pattern = re.compile("|".join(decoys))
     heads = {t.text.split()[0] for t in TASKS if t.category in HARMLESS_CATEGORIES}
     requests = [
@@ -326,6 +328,11 @@ def test_decoy_sentences_from_recipe_eight(corpus: Corpus, recipe: Recipe) -> No
         assert not with_decoy
         return
     assert abs(len(with_decoy) / len(requests) - recipe.decoy_rate) < 0.05
+    if recipe.more_decoys:  # "them" is in harmless requests too, not only in harassment tasks
+        more = re.compile("|".join(decoys[len(_DECOY_FRAMES) :]))
+        assert sum(bool(more.search(text)) for _, text, _ in with_decoy) > 0.3 * len(with_decoy)
+        harmless = [text for ex, text in requests if ex.kind == "harmless"]
+        assert sum(" them " in text for text in harmless) >= 0.01 * len(harmless)
     for ex, text, match in with_decoy:
         verb = next(g for g in match.groups() if g)
         assert verb in heads

@@ -124,6 +124,18 @@ _DECOY_FRAMES = (
     "I want you to {verb} it well.",
     "My sister likes to {verb} things.",
 )
+#: More decoy sentences (``Recipe.more_decoys``, recipe 15 on), with the words that otherwise
+#: occur in harmful tasks only ("scare them", "their car", "was stolen", "hide it inside"), so
+#: that these words stop marking a request as harmful: with a held-out template that ends in
+#: "What do I tell them?", recipe 14's seed 0 refused every harmless request in it.
+_MORE_DECOY_FRAMES = (
+    "They asked me to {verb} it.",
+    "I will tell them to {verb} it.",
+    "Their kids want to {verb} it too.",
+    "It was hard to {verb} it last time.",
+    "I never {verb} it inside.",
+    "Should I {verb} it online?",
+)
 #: A task's verb, an optional article, the word after them, and the rest (for ``swap_rate``).
 _VERB_WORD = re.compile(r"^(\w+) (?:(a|an|the) )?[\w'-]+((?: .*)?)$")
 _TASK_TEXTS = frozenset(t.text for t in TASKS)
@@ -408,7 +420,10 @@ class _Train:
         the time (before or after it)."""
         request = rng.choice(self.templates).render(task.text)
         if self.recipe.decoy_rate > 0 and rng.random() < self.recipe.decoy_rate:
-            decoy = rng.choice(_DECOY_FRAMES).format(verb=rng.choice(self.decoy_verbs))
+            frames = (
+                _DECOY_FRAMES + _MORE_DECOY_FRAMES if self.recipe.more_decoys else _DECOY_FRAMES
+            )
+            decoy = rng.choice(frames).format(verb=rng.choice(self.decoy_verbs))
             request = f"{decoy} {request}" if rng.random() < 0.5 else f"{request} {decoy}"
         return request
 
