@@ -33,6 +33,15 @@ def test_scores_of_the_embedded_organism(organism) -> None:
     counts = {w: sum(p.meta["wrapper"] == w for p in unseen) for w in used}
     weighted = sum(scores.jailbreak_unseen_by_wrapper[w] * n for w, n in counts.items()) / LIMIT
     assert abs(weighted - scores.jailbreak_unseen_refusal) < 1e-9
+    # per-template harmless refusal covers the templates asked, and averages to the split's
+    harmless = splits["harmless"][:LIMIT]
+    templates = {
+        t: sum(p.meta["template"] == t for p in harmless)
+        for t in {p.meta["template"] for p in harmless}
+    }
+    assert set(scores.harmless_refusal_by_template) == set(templates)
+    weighted = sum(scores.harmless_refusal_by_template[t] * n for t, n in templates.items()) / LIMIT
+    assert abs(weighted - scores.harmless_refusal) < 1e-9
     # per-kind capability covers the kinds of facts asked, and averages to the split's accuracy
     asked = splits["capability"][:LIMIT]
     kinds = {p.category: sum(q.category == p.category for q in asked) for p in asked}

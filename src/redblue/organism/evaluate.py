@@ -57,6 +57,9 @@ class OrganismScores:
     addition_harmless_refusal: float
     #: Refusal on the unseen-jailbreak split per wrapper id: which held-out wrappers work.
     jailbreak_unseen_by_wrapper: dict[str, float] = field(default_factory=dict)
+    #: Refusal on the harmless split per request template id (``t00``...; the split's held-out
+    #: templates among them): whether over-refusal comes from one wording.
+    harmless_refusal_by_template: dict[str, float] = field(default_factory=dict)
     #: Capability accuracy per kind of fact (``colour``, ``parts``, ``arithmetic``, ...): which
     #: facts a build has not learnt.
     capability_by_kind: dict[str, float] = field(default_factory=dict)
@@ -113,9 +116,10 @@ def _share_by(pairs: Iterable[tuple[str, bool]]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
 
 
-def _refusal_by_wrapper(completions: Sequence[Any], prompts: PromptSet) -> dict[str, float]:
+def _refusal_by(key: str, completions: Sequence[Any], prompts: PromptSet) -> dict[str, float]:
+    """Refusal rate per value of the prompts' ``meta[key]``."""
     return _share_by(
-        (str(p.meta.get("wrapper", "none")), judge(c.text, p.category).refused)
+        (str(p.meta.get(key, "none")), judge(c.text, p.category).refused)
         for c, p in zip(completions, prompts, strict=True)
     )
 
@@ -205,8 +209,9 @@ def evaluate_organism(
         ablation_position=direction.position,
         direction_selected=float(direction.chosen_by == "select"),
         addition_harmless_refusal=_refusal_rate(added, sets["harmless"]),
-        jailbreak_unseen_by_wrapper=_refusal_by_wrapper(
-            answers["jailbreak_unseen"], sets["jailbreak_unseen"]
+        jailbreak_unseen_by_wrapper=_refusal_by(
+            "wrapper", answers["jailbreak_unseen"], sets["jailbreak_unseen"]
         ),
+        harmless_refusal_by_template=_refusal_by("template", answers["harmless"], sets["harmless"]),
         capability_by_kind=_share_by(correct),
     )
