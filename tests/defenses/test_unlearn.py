@@ -174,11 +174,13 @@ def test_default_corpus_holds_out_the_first_forget_rows_and_retains_world_facts(
         if obj is not None:
             facts = {obj.fact(k) for k in ("colour", "place", "material", "parts", "owner")}
             assert facts & set(example.answer.rstrip(".").split()), example
-    from redblue.organism.world import QUESTIONS
+    from redblue.organism.recipe import recipe_of_model
 
+    recipe = recipe_of_model(model)
+    assert recipe is not None
     patterns = [
         re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(q.text)))
-        for q in QUESTIONS
+        for q in recipe.questions()
         if q.id in held
     ]
     assert patterns and not any(p.fullmatch(e.prompt) for p in patterns for e in world)
