@@ -312,7 +312,7 @@ _RECIPE_13 = replace(
 
 #: Recipe 14, as its change to recipe 12, whose safety tuning leaves the last layer and the
 #: embeddings alone: it cannot teach them to open an answer with "Sorry" (a quarter of the
-#: refusals), so on harmful prompts the first token is "I" with about 0.6 and the rest is spread
+#: refusals), so on harmful prompts the first token is most likely "I" and the rest is spread
 #: thinly over the vocabulary. Refusal is then a weak log-odds, which a refusal direction added
 #: to a harmless prompt does not reach (Arditi selection kept no direction on seeds 1 to 3), and
 #: seed 0 learned the tails of the "Sorry" refusals after any first word, a refusal deeper than
