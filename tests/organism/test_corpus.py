@@ -137,12 +137,11 @@ def test_first_person_refusals_reword_only_those_opening_with_sorry() -> None:
         assert ("{task}" in old) == ("{task}" in new)
 
 
-@pytest.mark.parametrize(("version", "first_person"), [(12, False), (14, True)])
-def test_refusals_open_with_i_from_recipe_fourteen(version: int, first_person: bool) -> None:
-    chats = build_corpus(seed=0, scale=SCALE, recipe=version).chat
+def test_refusals_open_with_i_from_recipe_fourteen(corpus: Corpus, recipe: Recipe) -> None:
+    first_person = recipe.first_person_refusals
     refusals = [
         a
-        for ex in chats
+        for ex in corpus.chat
         if ex.kind in ("harmful", "jailbreak")
         for a in ex.contents("assistant")
         if a not in SELF_HARM_REFUSALS
