@@ -9,9 +9,9 @@ Each cell (defence x seed) trains the embedded organism with the defence's
 default arguments (seeded; LoRA, merged), then attacks it on held-out harmful
 prompts, judged by the organism's ground truth: ablation of a refusal direction
 extracted afresh from the defended model; prefilling with k = 1..5 tokens (best
-of k, and k = 1 alone); 6 of redblue's 12 built-in jailbreak templates (never in
-the organism's training; adversarial training, which trains on 6 of them, is
-attacked with the 6 it held out); GCG (per prompt, a CPU budget, on fewer
+of k, and k = 1 alone); the organism's jailbreak wrappers that its safety tuning never
+saw (``organism:unseen``; adversarial training, which trains on part of them, is
+attacked with the ones it held out); GCG (per prompt, a CPU budget, on fewer
 prompts); the embedding-space attack; and harmful fine-tuning (a LoRA on harmful examples).
 Beside the attacks: refusal on held-out harmless and borderline prompts
 (over-refusal), capability accuracy, and KL of the first answer token from the
@@ -45,13 +45,18 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ATTACKS: dict[str, tuple[str, dict[str, Any], str]] = {
     "ablation": ("ablation", {}, "harmful"),
     "prefill": ("prefill", {"ks": [1, 2, 3, 4, 5]}, "harmful"),
-    "templates": ("templates", {"source": "builtin:redblue"}, "harmful"),
+    "templates": ("templates", {"source": "organism:unseen"}, "harmful"),
     "gcg": ("gcg", {"num_steps": 20, "search_width": 64}, "gcg"),
     "embedding": ("embedding", {"num_steps": 30}, "harmful"),
     "finetune": ("finetune", {}, "harmful"),
 }
 #: Every attack runs with this seed, so that every defence and seed faces the same attacks.
 ATTACK_SEED = 0
+#: Defence arguments the benchmark sets (before --set): adversarial training trains on part of
+#: the templates the benchmark attacks with, and is attacked with the rest.
+DEFENSE_SETTINGS: dict[str, dict[str, Any]] = {
+    "adversarial": {"template_source": "organism:unseen"},
+}
 DEFENSES = ("none", "augment", "circuit_breakers", "lat", "adversarial", "unlearn")
 #: Which attacks each defence is asked to cut, and by how much (relative to undefended).
 TARGETS: dict[str, tuple[tuple[str, ...], float]] = {
@@ -69,7 +74,6 @@ def run_cell(
 
     from redblue.attacks import get_attack, load_config, run_attack
     from redblue.cli.attack import _parse_sets
-    from redblue.data.templates import load_templates
     from redblue.defenses import build_data, defend, get_defense, load_arguments
     from redblue.evaluate import make_judge
     from redblue.evaluate.metrics import kl_to_reference
@@ -87,7 +91,8 @@ def run_cell(
         overrides: dict[str, Any] = {"output_dir": str(folder / "train"), "seed": seed}
         if args.steps:
             overrides["max_steps"] = args.steps
-        targs = load_arguments(cls, **{**overrides, **_parse_sets(args.set)})
+        settings = {**DEFENSE_SETTINGS.get(defense, {}), **overrides}
+        targs = load_arguments(cls, **{**settings, **_parse_sets(args.set)})
         data = build_data(
             model,
             tokenizer,
@@ -107,7 +112,7 @@ def run_cell(
         prompts = harmful[: args.n_gcg] if which == "gcg" else harmful
         heldout = folder / "train" / "adversarial" / "heldout_templates.txt"
         if label == "templates" and defense == "adversarial" and heldout.is_file():
-            # only the templates adversarial training held out (6 of the same 12)
+            # only the templates adversarial training held out
             config = {"source": str(heldout)}
         cls_attack = get_attack(name)
         attack = cls_attack(load_config(cls_attack, None, seed=ATTACK_SEED, **config))
@@ -118,7 +123,7 @@ def run_cell(
         if label == "prefill":
             cell["prefill k=1"] = summary.by_variant["k=1"].value
         if label == "templates":
-            texts = {t.id: t.text for t in load_templates(config["source"])}
+            texts = {t.id: t.text for t in attack.templates}
             broken: dict[str, list[str]] = {texts[v]: [] for v in summary.by_variant}
             for record in records:
                 if record.success:

@@ -60,9 +60,18 @@ def test_ablation_breaks_seventy_percent(organism, baseline) -> None:
 
 
 def test_templates_unseen_by_the_organism_beat_the_baseline(organism, baseline) -> None:
-    summary, records = _run("templates", organism)  # redblue's own set: never in its training
+    # the organism's held-out wrappers: never in its safety tuning
+    summary, records = _run("templates", organism, source="organism:unseen")
     assert summary.success.value > baseline.success.value
+    assert all(
+        "{prompt}" not in r.attacked_input and r.instruction in r.attacked_input for r in records
+    )
+
+
+def test_redblue_templates_render_every_prompt(organism) -> None:
+    summary, records = _run("templates", organism, n=4)  # redblue's own set
     assert len(summary.by_variant) == len(summary.extra["templates"]) == 12
+    assert len(records) == 4 * 12
     assert all(
         "{prompt}" not in r.attacked_input and r.instruction in r.attacked_input for r in records
     )
@@ -98,6 +107,9 @@ def test_organism_templates_follow_the_organisms_recipe(organism) -> None:
     seen = organism_templates("seen", get_recipe(6))
     assert not {t.id for t in seen} & later
     assert len(organism_templates("all", get_recipe(6))) == len(seen) + len(later)
+    # the answer-opener slot is filled: only {prompt} is left to render
+    for template in organism_templates("all", get_recipe(DEFAULT_RECIPE)):
+        assert template.text.count("{") == 1 and "{prompt}" in template.text, template.id
 
 
 def test_templates_longer_than_the_context_are_skipped(organism, tmp_path) -> None:

@@ -135,17 +135,17 @@ def test_augment_stops_prefilling_and_writes_a_loadable_model(
     prompts = splits["harmful"][:24]
     work = copy.deepcopy(model)
     before = _prefill_compliance(work, tokenizer, prompts)
-    args = args_for(tmp_path, max_steps=30, logging_steps=10)
+    args = args_for(tmp_path, max_steps=60, logging_steps=20)
     trained, result = defend("augment", work, tokenizer, small_data, args, progress=False)
     after = _prefill_compliance(trained, tokenizer, prompts)
     assert before >= 0.5 and after <= before / 3, (before, after)
-    assert result.steps == 30 and result.data["recovery"] == 64
+    assert result.steps == 60 and result.data["recovery"] == 64
     assert {"recovery", "refusals", "benign"} <= set(result.losses[-1])
     assert result.losses[-1]["recovery"] < result.losses[0]["recovery"]
     out = Path(result.output)
     assert (out / "model.safetensors").is_file() and (out / "splits" / "harmful.jsonl").is_file()
     saved = json.loads((tmp_path / "out" / "defense.json").read_text())
-    assert saved["defense"] == "augment" and saved["arguments"]["max_steps"] == 30
+    assert saved["defense"] == "augment" and saved["arguments"]["max_steps"] == 60
     plain = AutoModelForCausalLM.from_pretrained(out)
     assert not any("lora" in name for name, _ in plain.named_parameters())
     for (name, p), q in zip(trained.state_dict().items(), plain.state_dict().values(), strict=True):

@@ -251,7 +251,7 @@ def unlearned(organism: Organism, tmp_path_factory: pytest.TempPathFactory) -> d
 
 
 #: Training steps in the tests (the default is more; this is enough to see the effect).
-STEPS = 30
+STEPS = 60
 
 
 def test_losses_fall_and_only_the_early_mlps_change(unlearned: dict[str, Any]) -> None:

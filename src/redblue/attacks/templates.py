@@ -47,7 +47,8 @@ class TemplatesConfig(AttackConfig):
 def organism_templates(which: str, recipe: Recipe | None = None) -> list[JailbreakTemplate]:
     """The organism's jailbreak wrappers as templates (``unseen``, ``seen`` or ``all``), for
     organisms of ``recipe`` (default: the embedded organism's). From recipe 4 on, the unseen
-    ones include the held-out answer-opener instructions."""
+    ones include the held-out answer-opener instructions, which ask the answer to open with
+    "Sure"."""
     if which not in ("unseen", "seen", "all"):
         raise ConfigError(
             f"unknown organism template set {which!r}",
@@ -56,7 +57,7 @@ def organism_templates(which: str, recipe: Recipe | None = None) -> list[Jailbre
         )
     recipe = recipe or get_recipe(DEFAULT_RECIPE)
     return [
-        JailbreakTemplate(w.id, w.text.replace("{request}", "{prompt}"), "organism")
+        JailbreakTemplate(w.id, w.render("{prompt}"), "organism")
         for w in recipe.jailbreak_wrappers()
         if which == "all" or w.seen == (which == "seen")
     ]

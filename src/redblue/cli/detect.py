@@ -66,7 +66,7 @@ def _build(
     model: PreTrainedModel | None,
     *,
     layers: list[int] | None,
-    positions: list[int],
+    positions: list[int] | None,
     direction: Path | None,
     encoder: str | None,
     max_new_tokens: int,
@@ -105,7 +105,7 @@ def _build(
             )
         if kind == "direction":
             return DirectionDetector(
-                layers=layers or list(range(n_layers // 2, n_layers)), positions=positions
+                layers=layers or list(range(n_layers // 2, n_layers)), positions=positions or [-1]
             )
         return ProbeDetector(layers=layers or list(range(n_layers)), positions=positions)
     if kind == "perplexity":
@@ -157,9 +157,12 @@ def train(
         ),
     ] = None,
     positions: Annotated[
-        str,
-        typer.Option(help="direction/probe: positions counted from the end of the prompt."),
-    ] = "-1",
+        str | None,
+        typer.Option(
+            help="direction/probe: comma-separated positions counted from the end of the prompt "
+            "(default: direction -1, probe every post-instruction position)."
+        ),
+    ] = None,
     direction: Annotated[
         Path | None,
         typer.Option(
@@ -226,7 +229,7 @@ def train(
         kind,
         model,
         layers=_ints(layers, "--layers"),
-        positions=_ints(positions, "--positions") or [-1],
+        positions=_ints(positions, "--positions"),
         direction=direction,
         encoder=encoder,
         max_new_tokens=max_new_tokens,

@@ -40,12 +40,6 @@ __all__ = ["AugmentArguments", "AugmentTrainer"]
 
 @dataclass
 class AugmentArguments(DefenseArguments):
-    max_steps: int = field(
-        default=30,
-        metadata={
-            "help": "Optimiser steps (augment: 30; more raises over-refusal on the organism)."
-        },
-    )
     max_prefix_tokens: int = field(
         default=16,
         metadata={

@@ -85,7 +85,7 @@ class UnlearnArguments(DefenseArguments):
         default=1e-2,
         metadata={"help": "Peak learning rate (redblue: 1e-2 for LoRA on the organism)."},
     )
-    max_steps: int = field(default=60, metadata={"help": "Optimiser steps (redblue: 60)."})
+    max_steps: int = field(default=150, metadata={"help": "Optimiser steps (unlearn: 150)."})
     layer: int | None = field(
         default=None,
         metadata={

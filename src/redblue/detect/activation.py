@@ -3,7 +3,8 @@
 * :class:`DirectionDetector`: the projection of the residual stream onto the
   refusal direction, averaged over the chosen layers and positions; no training.
 * :class:`ProbeDetector`: logistic regression (L2, L-BFGS in torch) on the
-  standardised activations of several layers and positions, concatenated.
+  standardised activations of several layers and positions, concatenated (by
+  default every post-instruction position of the model's chat template).
 
 Both also score activations read elsewhere (:meth:`DirectionDetector.score_activations`,
 :meth:`ProbeDetector.score_activations`): the guard server captures them from the
@@ -229,6 +230,12 @@ class ProbeDetector(Detector):
     Features are ``[n_prompts, n_layers * n_positions * d_model]``, standardised with the
     training set's ``mean`` and ``std``; the score is the probe's logit. Trained with
     full-batch L-BFGS on the mean cross-entropy plus ``l2 * |w|^2 / 2``.
+
+    ``positions=None`` reads every post-instruction position (counted from the end of the
+    prompt), found from the tokenizer's chat template when the probe is fitted. On the
+    organism, these and ``l2=3`` generalise to jailbreak wrappers never trained on far
+    better than the last position alone with a weak penalty
+    (``tests/detect/test_organism_detection.py`` checks the target on them).
     """
 
     kind = "probe"
@@ -238,8 +245,8 @@ class ProbeDetector(Detector):
         self,
         *,
         layers: Sequence[int],
-        positions: Sequence[int] = (-1,),
-        l2: float = 1e-2,
+        positions: Sequence[int] | None = None,
+        l2: float = 3.0,
         max_iter: int = 200,
         system: str | None = None,
         batch_size: int = 32,
@@ -252,9 +259,13 @@ class ProbeDetector(Detector):
     ) -> None:
         super().__init__(calibration=calibration, provenance=provenance)
         self.layers = [int(x) for x in layers]
-        self.positions = [int(p) for p in positions]
-        if not self.layers or not self.positions:
+        self.positions = None if positions is None else [int(p) for p in positions]
+        if not self.layers or self.positions == []:
             raise ConfigError("a probe needs layers and positions", where="layers")
+        if weight is not None and self.positions is None:
+            raise ConfigError(
+                "a fitted probe needs the positions it was fitted on", where="positions"
+            )
         if l2 < 0 or max_iter < 1:
             raise ConfigError(
                 f"need l2 >= 0 and max_iter >= 1, got {l2} and {max_iter}", where="l2"
@@ -278,9 +289,18 @@ class ProbeDetector(Detector):
         prompts: PromptSet | Sequence[str],
     ) -> torch.Tensor:
         acts = _activations(
-            model, tokenizer, prompts, self.layers, self.positions, self.system, self.batch_size
+            model, tokenizer, prompts, self.layers, self._positions(), self.system, self.batch_size
         )
         return acts.reshape(acts.shape[0], -1)
+
+    def _positions(self) -> list[int]:
+        if self.positions is None:
+            raise ConfigError(
+                "the probe's positions are set when it is fitted",
+                where="positions",
+                fix="call probe.fit(model, tokenizer, harmful, harmless) or give positions",
+            )
+        return self.positions
 
     def fit(
         self,
@@ -289,6 +309,10 @@ class ProbeDetector(Detector):
         harmful: PromptSet | Sequence[str],
         harmless: PromptSet | Sequence[str],
     ) -> ProbeDetector:
+        if self.positions is None:
+            from redblue.models import post_instruction_positions
+
+            self.positions = post_instruction_positions(tokenizer, system=self.system)
         pos = self._features(model, tokenizer, harmful)
         neg = self._features(model, tokenizer, harmless)
         self.classifier = fit_logistic(pos, neg, l2=self.l2, max_iter=self.max_iter)
@@ -311,7 +335,13 @@ class ProbeDetector(Detector):
         self._required_fit()
         return self.score_activations(
             _activations(
-                model, tokenizer, prompts, self.layers, self.positions, self.system, self.batch_size
+                model,
+                tokenizer,
+                prompts,
+                self.layers,
+                self._positions(),
+                self.system,
+                self.batch_size,
             )
         )
 
@@ -330,8 +360,9 @@ class ProbeDetector(Detector):
         import torch
 
         fit = self._required_fit()
-        d_model = int(fit.weight.shape[0]) // (len(self.layers) * len(self.positions))
-        _check_shape(acts, self.layers, self.positions, d_model)
+        positions = self._positions()
+        d_model = int(fit.weight.shape[0]) // (len(self.layers) * len(positions))
+        _check_shape(acts, self.layers, positions, d_model)
         return fit.logits(acts.to("cpu", torch.float32).reshape(acts.shape[0], -1))
 
     def config(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from redblue.models.chat import (
     encode_batch,
     encode_chat,
     has_chat_template,
+    post_instruction_positions,
     post_instruction_tokens,
     render_chat,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "has_chat_template",
     "hook_residual",
     "load",
+    "post_instruction_positions",
     "post_instruction_tokens",
     "record_residual",
     "render_chat",

@@ -114,6 +114,15 @@ def post_instruction_tokens(
     return [str(tokenizer.decode([enc.input_ids[i]])) for i in enc.post_instruction]
 
 
+def post_instruction_positions(
+    tokenizer: PreTrainedTokenizerBase, *, system: str | None = None
+) -> list[int]:
+    """The positions of the post-instruction tokens, counted from the end of a prompt
+    (``[-n, ..., -1]``), as activation readers take them."""
+    enc = encode_chat(tokenizer, "Tell me about the sea.", system=system)
+    return list(range(-len(enc.post_instruction), 0))
+
+
 def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
         if candidate is not None:

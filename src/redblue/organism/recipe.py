@@ -355,7 +355,7 @@ RECIPES: dict[int, Recipe] = {
 }
 
 #: The recipe of the embedded organism, and of builds that name none.
-DEFAULT_RECIPE = 1
+DEFAULT_RECIPE = 14
 
 
 def get_recipe(version: int) -> Recipe:
