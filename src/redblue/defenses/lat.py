@@ -55,8 +55,8 @@ DEFAULT_DEPTHS = (0.25, 0.5, 0.75)
 @dataclass
 class LATArguments(DefenseArguments):
     max_steps: int = field(
-        default=30,
-        metadata={"help": "Optimiser steps (LAT: 30, about 70 s of one CPU core on the organism)."},
+        default=60,
+        metadata={"help": "Optimiser steps (LAT: 60, about 2 min of one CPU core on the organism)."},
     )
     lat_layers: list[int] | None = field(
         default=None,
