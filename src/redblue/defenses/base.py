@@ -215,6 +215,11 @@ class DefenseTrainer(Trainer):
         return data
 
     @classmethod
+    def init_adapter(cls, model: Any, args: DefenseArguments) -> None:
+        """Change the freshly made LoRA adapter before training (default: leave peft's
+        initialisation, which leaves the model unchanged)."""
+
+    @classmethod
     def streams(cls, data: DefenseData, args: DefenseArguments) -> dict[str, list[Example]]:
         """The named streams of examples each batch holds (default: refusals and benign SFT)."""
         data.require("refusals", "benign", defense=cls.name)
@@ -493,6 +498,7 @@ def defend(
             from peft import get_peft_model
 
             train_model = get_peft_model(model, lora_config(model, args))
+            cls.init_adapter(train_model, args)
         else:
             import copy
 

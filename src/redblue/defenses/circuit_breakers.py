@@ -46,10 +46,11 @@ class CircuitBreakerArguments(DefenseArguments):
         },
     )
     learning_rate: float = field(
-        default=1e-2,
+        default=3e-3,
         metadata={
-            "help": "Peak learning rate (circuit breakers: 1e-2 on the organism, where rerouting "
-            "must first leave the frozen model, at which its gradient is zero; 7B models: 1e-4)."
+            "help": "Peak learning rate (circuit breakers: 3e-3 on the organism, where rerouting "
+            "must first leave the frozen model, at which its gradient is zero: 2e-3 left it "
+            "unchanged, 1e-2 cost twice the capability; 7B models: 1e-4)."
         },
     )
     target_layers: list[int] = field(
@@ -72,6 +73,15 @@ class CircuitBreakerArguments(DefenseArguments):
             "refusing plainly."
         },
     )
+    lora_b_init_std: float = field(
+        default=1e-3,
+        metadata={
+            "help": "LoRA only: standard deviation of a seeded random start of the adapters' B "
+            "matrices (peft starts them at 0). At the frozen model both losses are at a "
+            "stationary point (cos = 1, distance 0) with zero gradient, so without it training "
+            "leaves the start only through rounding noise (0: peft's start)."
+        },
+    )
     reroute_tokens: str = field(
         default="answer",
         metadata={
@@ -87,6 +97,8 @@ class CircuitBreakerArguments(DefenseArguments):
             raise ValueError(f"reroute_tokens must be all or answer, got {self.reroute_tokens!r}")
         if not self.alpha > 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if self.lora_b_init_std < 0:
+            raise ValueError(f"lora_b_init_std must be >= 0, got {self.lora_b_init_std}")
         super().__post_init__()
 
 
@@ -135,6 +147,22 @@ class CircuitBreakerTrainer(DefenseTrainer):
         if args.lora and not args.layers_to_transform:
             args.layers_to_transform = list(range(max(args.target_layers) + 1))
         return data
+
+    @classmethod
+    def init_adapter(cls, model: Any, args: DefenseArguments) -> None:
+        """A small seeded random start for every LoRA B matrix (``lora_b_init_std``), so that
+        the first steps have a gradient to follow."""
+        import torch
+
+        assert isinstance(args, CircuitBreakerArguments)
+        if args.lora_b_init_std == 0:
+            return
+        generator = torch.Generator().manual_seed(args.seed)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    noise = torch.randn(param.shape, generator=generator) * args.lora_b_init_std
+                    param.copy_(noise.to(param.device, param.dtype))
 
     @classmethod
     def streams(cls, data: DefenseData, args: DefenseArguments) -> dict[str, list[Example]]:
