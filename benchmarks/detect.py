@@ -415,7 +415,9 @@ def run_real(
     direction = DirectionDetector(layers=[best], vectors=unit[best : best + 1].transpose(0, 1))
     flat = {k: v.reshape(len(v), -1) for k, v in fit.items()}
     lr = fit_logistic(flat["harmful"], flat["harmless"], l2=1e-2, max_iter=200)
-    probe = ProbeDetector(layers=layers, weight=lr.weight, bias=lr.bias, mean=lr.mean, std=lr.std)
+    probe = ProbeDetector(
+        layers=layers, positions=[-1], weight=lr.weight, bias=lr.bias, mean=lr.mean, std=lr.std
+    )
     scores: dict[str, dict[str, torch.Tensor]] = {
         "direction": {
             k: direction.score_activations(v[:, best : best + 1])

@@ -96,6 +96,20 @@ def test_direction_detector_reads_a_direction(llama) -> None:
         DirectionDetector.from_direction(direction, layers="all")
 
 
+def test_the_probe_reads_every_post_instruction_position_by_default(llama) -> None:
+    from redblue.models import post_instruction_positions, post_instruction_tokens
+
+    model, tok = llama
+    probe = ProbeDetector(layers=[0, 1], max_iter=20)
+    assert probe.positions is None
+    probe.fit(model, tok, HARMFUL, HARMLESS)
+    n_post = len(post_instruction_tokens(tok))
+    assert probe.positions == post_instruction_positions(tok) == list(range(-n_post, 0))
+    assert int(probe.tensors()["weight"].shape[0]) == 2 * n_post * model.config.hidden_size
+    with pytest.raises(ConfigError, match="positions it was fitted on"):
+        ProbeDetector(layers=[0], weight=probe.tensors()["weight"])
+
+
 def test_errors_say_what_to_do(llama, tmp_path) -> None:
     model, tok = llama
     with pytest.raises(ConfigError, match="not fitted") as e:
