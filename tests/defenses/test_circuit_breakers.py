@@ -49,6 +49,7 @@ def test_arguments_round_trip_through_a_file(tmp_path) -> None:
         ({"target_layers": [-1]}, "target_layers"),
         ({"reroute_tokens": "request"}, "reroute_tokens"),
         ({"alpah": 1.0}, "alpah"),
+        ({"lora_b_init_std": -1.0}, "lora_b_init_std"),
     ],
 )
 def test_bad_arguments_are_config_errors(values, words) -> None:
@@ -69,6 +70,28 @@ def test_circuit_breakers_retain_more_world_facts_than_the_other_defences() -> N
     assert load_arguments(get_defense("circuit_breakers")).n_capability == 256
     assert load_arguments(get_defense("augment")).n_capability == 64
     assert load_arguments(get_defense("circuit_breakers"), n_capability=8).n_capability == 8
+
+
+def test_lora_b_starts_small_seeded_and_off_the_frozen_model(llama, tmp_path) -> None:
+    import torch
+    from peft import get_peft_model
+
+    from redblue.defenses.base import lora_config
+
+    model, _ = llama
+
+    def b_matrices(**values) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+        args = args_for(tmp_path, **values)
+        wrapped = get_peft_model(copy.deepcopy(model), lora_config(model, args))
+        CircuitBreakerTrainer.init_adapter(wrapped, args)
+        return [p.detach().clone() for n, p in wrapped.named_parameters() if "lora_B" in n]
+
+    first, again, other = b_matrices(seed=1), b_matrices(seed=1), b_matrices(seed=2)
+    assert first and all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0], other[0])
+    std = torch.cat([b.flatten() for b in first]).std().item()
+    assert 0.5e-3 < std < 2e-3  # the default lora_b_init_std, 1e-3
+    assert all(not b.any() for b in b_matrices(lora_b_init_std=0.0))  # peft's own start
 
 
 def test_coefficient_schedule_is_the_papers() -> None:

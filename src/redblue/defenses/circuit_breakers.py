@@ -37,20 +37,21 @@ __all__ = ["CircuitBreakerArguments", "CircuitBreakerTrainer", "default_target_l
 
 @dataclass
 class CircuitBreakerArguments(DefenseArguments):
-    max_steps: int = field(default=40, metadata={"help": "Optimiser steps (circuit breakers: 40)."})
+    max_steps: int = field(
+        default=100, metadata={"help": "Optimiser steps (circuit breakers: 100)."}
+    )
     n_capability: int = field(
         default=256,
         metadata={
             "help": "Organism only: questions about its world's facts added as benign (circuit "
-            "breakers: 256; with 64 the organism lost 10 points of capability, with 256 5)."
+            "breakers: 256, against 64 for the other defences: rerouting costs capability)."
         },
     )
     learning_rate: float = field(
-        default=3e-3,
+        default=1e-3,
         metadata={
-            "help": "Peak learning rate (circuit breakers: 3e-3 on the organism, where rerouting "
-            "must first leave the frozen model, at which its gradient is zero: 2e-3 left it "
-            "unchanged, 1e-2 cost twice the capability; 7B models: 1e-4)."
+            "help": "Peak learning rate (circuit breakers: 1e-3 on the organism, with 100 steps "
+            "and lora_b_init_std; faster rates break the organism's capability; 7B models: 1e-4)."
         },
     )
     target_layers: list[int] = field(

@@ -56,7 +56,9 @@ DEFAULT_DEPTHS = (0.25, 0.5, 0.75)
 class LATArguments(DefenseArguments):
     max_steps: int = field(
         default=60,
-        metadata={"help": "Optimiser steps (LAT: 60, about 2 min of one CPU core on the organism)."},
+        metadata={
+            "help": "Optimiser steps (LAT: 60, about 2 min of one CPU core on the organism)."
+        },
     )
     lat_layers: list[int] | None = field(
         default=None,
