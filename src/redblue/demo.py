@@ -107,7 +107,7 @@ class TourConfig:
     n_val: int = 32
     max_new_tokens: int = 48
     prefill_ks: tuple[int, ...] = (1, 2, 3, 5)
-    n_templates: int = 6
+    n_templates: int = 6  # of redblue's own templates; an organism gets its held-out wrappers
     batch_size: int = 32
     seed: int = 0
     progress: bool = True
@@ -246,11 +246,19 @@ def run_tour(
         "batch_size": config.batch_size,
         "seed": config.seed,
     }
+    from redblue.organism.recipe import recipe_of_model
+
+    # an organism is attacked with its own held-out wrappers, any other model with redblue's
+    templates: dict[str, Any] = (
+        {"source": "organism:unseen"}
+        if recipe_of_model(model) is not None
+        else {"n_templates": config.n_templates}
+    )
     plan: list[tuple[str, dict[str, Any]]] = [
         ("none", {}),
         ("ablation", {"direction": str(direction_path)}),
         ("prefill", {"ks": list(config.prefill_ks)}),
-        ("templates", {"n_templates": config.n_templates}),
+        ("templates", templates),
     ]
     for name, overrides in plan:
         start = time.perf_counter()
