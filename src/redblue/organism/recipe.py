@@ -1,9 +1,10 @@
 """Recipes: every choice that shapes an organism, under a version number.
 
 An organism is reproduced by its recipe, size and seed; ``organism.json`` records
-all three. Recipe 1 built the embedded organism and stays as it was, so that it can
-be rebuilt bit for bit; later recipes change the corpus and the training schedule
-and are measured side by side with it (``benchmarks/organism.py --recipe N``).
+all three. Every recipe stays as it was, so that its builds can be made again bit for
+bit. Recipe 1 built the first embedded organism; later recipes change the corpus and the
+training schedule and are measured side by side (``benchmarks/organism.py --recipe N``).
+Recipe 14, seed 2, is the embedded organism now (:data:`DEFAULT_RECIPE`).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class Recipe:
 
 _RECIPE_1 = Recipe(
     version=1,
-    summary="the embedded organism's recipe",
+    summary="the first embedded organism's recipe",
     framed_questions=False,
     max_operand=20,
     max_factor=10,
@@ -302,7 +303,8 @@ _RECIPE_12 = replace(
 #: Recipe 13, as its change to recipe 12, whose seeds 1 to 3 meet the issue's targets but have no
 #: direction that Arditi selection keeps (ablated, the ones that remove refusal move harmless next
 #: tokens too much, or added at their own layer they fall short of inducing refusal): safety
-#: tuning trains every weight again, as in recipes 1 to 4, whose embedded organism passes selection.
+#: tuning trains every weight again, as in recipes 1 to 4, whose organism (then embedded) passes
+#: selection.
 _RECIPE_13 = replace(
     _RECIPE_12,
     version=13,
