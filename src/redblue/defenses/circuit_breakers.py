@@ -41,10 +41,10 @@ class CircuitBreakerArguments(DefenseArguments):
         default=100, metadata={"help": "Optimiser steps (circuit breakers: 100)."}
     )
     n_capability: int = field(
-        default=256,
+        default=512,
         metadata={
             "help": "Organism only: questions about its world's facts added as benign (circuit "
-            "breakers: 256, against 64 for the other defences: rerouting costs capability)."
+            "breakers: 512, against 64 for the other defences: rerouting costs capability)."
         },
     )
     learning_rate: float = field(
