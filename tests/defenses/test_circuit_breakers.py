@@ -67,7 +67,7 @@ def test_default_target_layers_follow_the_depth() -> None:
 def test_circuit_breakers_retain_more_world_facts_than_the_other_defences() -> None:
     from redblue.defenses import get_defense, load_arguments
 
-    assert load_arguments(get_defense("circuit_breakers")).n_capability == 512
+    assert load_arguments(get_defense("circuit_breakers")).n_capability == 1024
     assert load_arguments(get_defense("augment")).n_capability == 64
     assert load_arguments(get_defense("circuit_breakers"), n_capability=8).n_capability == 8
 

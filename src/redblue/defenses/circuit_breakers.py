@@ -41,10 +41,10 @@ class CircuitBreakerArguments(DefenseArguments):
         default=100, metadata={"help": "Optimiser steps (circuit breakers: 100)."}
     )
     n_capability: int = field(
-        default=512,
+        default=1024,
         metadata={
             "help": "Organism only: questions about its world's facts added as benign (circuit "
-            "breakers: 512, against 64 for the other defences: rerouting costs capability)."
+            "breakers: 1024, against 64 for the other defences: rerouting costs capability)."
         },
     )
     learning_rate: float = field(
