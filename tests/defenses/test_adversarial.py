@@ -21,6 +21,7 @@ from redblue.errors import ConfigError
 
 #: Small budgets: the attacks run for real, on a handful of prompts.
 SMALL = {
+    "rounds": 1,
     "max_steps": 8,
     "logging_steps": 2,
     "attack_prompts": 12,

@@ -101,7 +101,7 @@ class AdversarialArguments(DefenseArguments):
         default=128, metadata={"help": "Refusal examples from templated requests."}
     )
     gcg_prompts: int = field(
-        default=6, metadata={"help": "Prompts a GCG suffix is searched for (one each)."}
+        default=12, metadata={"help": "Prompts a GCG suffix is searched for (one each)."}
     )
     gcg_steps: int = field(default=20, metadata={"help": "GCG steps per prompt."})
     gcg_search_width: int = field(default=64, metadata={"help": "GCG candidates per step."})
@@ -128,7 +128,12 @@ class AdversarialArguments(DefenseArguments):
         },
     )
     rounds: int = field(
-        default=1, metadata={"help": "Attack-then-train rounds (each trains max_steps)."}
+        default=2,
+        metadata={
+            "help": "Attack-then-train rounds, each attacking the model the last one trained "
+            "and training max_steps (on the organism, one round left a fresh GCG search "
+            "unstopped)."
+        },
     )
     attacked_weight: float = field(
         default=1.0, metadata={"help": "Weight of the attacked refusals."}
