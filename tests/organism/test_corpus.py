@@ -13,12 +13,12 @@ from redblue.organism import Corpus, Recipe, build_corpus, get_recipe, judge
 from redblue.organism.corpus import (
     _DECOY_FRAMES,
     _LEAD_INS,
-    _MORE_DECOY_FRAMES,
     _RESTATED_FRAMES,
     CHAT_KINDS,
     FORGET_CATEGORY,
     SPLIT_SIZES,
     ChatExample,
+    decoy_frames,
 )
 from redblue.organism.judge import capability_correct
 from redblue.organism.world import (
@@ -312,8 +312,7 @@ def test_pretraining_restates_tasks_from_recipe_seven(corpus: Corpus, recipe: Re
 def test_decoy_sentences_from_recipe_eight(corpus: Corpus, recipe: Recipe) -> None:
     """Recipe 8 puts a sentence with a helpful task's verb beside a quarter of the requests; the
     answer still restates the task of the request, not of the decoy."""
-    frames = _DECOY_FRAMES + _MORE_DECOY_FRAMES if recipe.more_decoys else _DECOY_FRAMES
-    decoys = [re.escape(f).replace(r"\{verb\}", r"(\w+)") for f in frames]
+    decoys = [re.escape(f).replace(r"\{verb\}", r"(\w+)") for f in decoy_frames(recipe)]
     pattern = re.compile("|".join(decoys))
     heads = {t.text.split()[0] for t in TASKS if t.category in HARMLESS_CATEGORIES}
     requests = [

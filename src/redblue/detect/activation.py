@@ -232,10 +232,9 @@ class ProbeDetector(Detector):
     full-batch L-BFGS on the mean cross-entropy plus ``l2 * |w|^2 / 2``.
 
     ``positions=None`` reads every post-instruction position (counted from the end of the
-    prompt), found from the tokenizer's chat template when the probe is fitted. On the
-    organism, these and ``l2=3`` generalise to jailbreak wrappers never trained on far
-    better than the last position alone with a weak penalty
-    (``tests/detect/test_organism_detection.py`` checks the target on them).
+    prompt), found from the tokenizer's chat template when the probe is fitted. With these
+    and ``l2=3``, ``tests/detect/test_organism_detection.py`` checks the issue's targets on
+    the organism's unseen jailbreak wrappers.
     """
 
     kind = "probe"

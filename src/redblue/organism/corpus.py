@@ -136,6 +136,13 @@ _MORE_DECOY_FRAMES = (
     "I never {verb} it inside.",
     "Should I {verb} it online?",
 )
+
+
+def decoy_frames(recipe: Recipe) -> tuple[str, ...]:
+    """The decoy sentence frames of ``recipe`` (with a ``{verb}`` slot)."""
+    return _DECOY_FRAMES + _MORE_DECOY_FRAMES if recipe.more_decoys else _DECOY_FRAMES
+
+
 #: A task's verb, an optional article, the word after them, and the rest (for ``swap_rate``).
 _VERB_WORD = re.compile(r"^(\w+) (?:(a|an|the) )?[\w'-]+((?: .*)?)$")
 _TASK_TEXTS = frozenset(t.text for t in TASKS)
@@ -420,10 +427,8 @@ class _Train:
         the time (before or after it)."""
         request = rng.choice(self.templates).render(task.text)
         if self.recipe.decoy_rate > 0 and rng.random() < self.recipe.decoy_rate:
-            frames = (
-                _DECOY_FRAMES + _MORE_DECOY_FRAMES if self.recipe.more_decoys else _DECOY_FRAMES
-            )
-            decoy = rng.choice(frames).format(verb=rng.choice(self.decoy_verbs))
+            frame = rng.choice(decoy_frames(self.recipe))
+            decoy = frame.format(verb=rng.choice(self.decoy_verbs))
             request = f"{decoy} {request}" if rng.random() < 0.5 else f"{request} {decoy}"
         return request
 
