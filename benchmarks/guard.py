@@ -7,8 +7,10 @@ On the embedded organism (one request at a time, as the server answers):
 * ``single_pass``: ``model.generate`` with the detector's activations captured from its own
   prefill and scored (``capture_prefill`` + ``score_activations``) vs plain ``generate`` on the
   same prompt, back to back in a random order, for every prompt and repetition; the ratio is
-  the median of the paired ratios (target <= 1.02x). For contrast, ``two_pass`` scores with a
-  separate forward pass (``detector.score``) before generating.
+  the median of the paired ratios (target <= 1.02x). The direction detector reads a few
+  positions; ``single_pass_token_probe`` does the same with a token probe, which reads every
+  token of the prompt (fitted on the training splits). For contrast, ``two_pass`` scores
+  with a separate forward pass (``detector.score``) before generating.
 * ``guard_<policy>``: ``Guard.run`` under each policy vs ``Guard.run`` with policy none (the
   whole worker path: chat rendering, streamer, stopping criteria).
 * ``load``: N concurrent clients x M requests over loopback HTTP against the same server
@@ -33,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-TARGETS = {"single_pass": 1.02}
+TARGETS = {"single_pass": 1.02, "single_pass_token_probe": 1.02}
 
 
 def paired(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -148,7 +150,7 @@ def main() -> None:
 
     import torch
 
-    from redblue.detect.activation import DirectionDetector
+    from redblue.detect.activation import DirectionDetector, TokenProbeDetector
     from redblue.guard import Guard, GuardConfig, Job, capture_prefill, create_app
     from redblue.models import encode_batch, load, resolve
     from redblue.organism.evaluate import load_splits, refusal_direction
@@ -159,6 +161,9 @@ def main() -> None:
     direction = refusal_direction(model, tok, splits)
     detector = DirectionDetector.from_direction(direction)
     detector.calibrate(detector.score(model, tok, splits["harmless_train"]), 0.01)
+    token_probe = TokenProbeDetector(layers=direction.layers).fit(
+        model, tok, splits["harmful_train"], splits["harmless_train"]
+    )
     half = args.prompts // 2
     prompts = splits["harmful"].instructions[:half] + splits["harmless"].instructions[:half]
     batches = [encode_batch(tok, [p], system=detector.system) for p in prompts]
@@ -183,16 +188,24 @@ def main() -> None:
     def plain(b: Any) -> None:
         model.generate(input_ids=b.input_ids, attention_mask=b.attention_mask, **gen)
 
-    def single_pass(b: Any) -> None:
-        with capture_prefill(model, detector.layers, detector.positions) as cap:
-            model.generate(input_ids=b.input_ids, attention_mask=b.attention_mask, **gen)
-        detector.score_activations(cap.values)
+    def single_pass_with(reader: Any) -> Callable[[Any], None]:
+        def arm(b: Any) -> None:
+            with capture_prefill(model, reader.layers, reader.positions) as cap:
+                model.generate(input_ids=b.input_ids, attention_mask=b.attention_mask, **gen)
+            reader.score_activations(cap.values)
+
+        return arm
 
     def two_pass(b: Any) -> None:
         detector.score(model, tok, [b.texts[0]])  # a separate forward pass over the prompt
         model.generate(input_ids=b.input_ids, attention_mask=b.attention_mask, **gen)
 
-    for name, arm in (("single_pass", single_pass), ("two_pass", two_pass)):
+    arms = (
+        ("single_pass", single_pass_with(detector)),
+        ("single_pass_token_probe", single_pass_with(token_probe)),
+        ("two_pass", two_pass),
+    )
+    for name, arm in arms:
         ratios, base_t, arm_t = interleaved(plain, arm, batches, args.repeats)
         results[name] = {
             "plain_median_s": statistics.median(base_t),
@@ -203,7 +216,7 @@ def main() -> None:
         }
         r = results[name]
         print(
-            f"{name:>12}: {r['ratio']:.4f}x median of {r['pairs']} paired calls "
+            f"{name:>23}: {r['ratio']:.4f}x median of {r['pairs']} paired calls "
             f"(ratio of sums {r['ratio_of_sums']:.4f}; plain {r['plain_median_s'] * 1e3:.2f} ms, "
             f"guarded {r['guarded_median_s'] * 1e3:.2f} ms per answer)"
         )
@@ -268,7 +281,7 @@ def main() -> None:
             f"errors {errors['off']}/{errors['on']}"
         )
     results["load"] = load_results
-    results["pass"] = {"single_pass": results["single_pass"]["ratio"] <= TARGETS["single_pass"]}
+    results["pass"] = {name: results[name]["ratio"] <= target for name, target in TARGETS.items()}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "guard.json"
     path.write_text(json.dumps(results, indent=2))

@@ -318,3 +318,51 @@ def collect(
         )
         tmp.replace(path)
     return Activations(values, layers, cols, where, data_hash, model_hash, path)
+
+
+def collect_tokens(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: PromptSet | Sequence[str],
+    *,
+    layers: Sequence[int],
+    where: Where = "pre",
+    system: str | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+    desc: str = "token activations",
+) -> list[torch.Tensor]:
+    """The residual stream at ``layers`` over every token of each rendered prompt.
+
+    One float32 tensor ``[n_layers, n_tokens, d_model]`` per prompt, its padding dropped:
+    the chat template's tokens, the system prompt's and the instruction's. Token-level
+    readers (:class:`~redblue.detect.TokenProbeDetector`) need them all; lengths differ
+    between prompts, hence a list.
+    """
+    import torch
+
+    texts = _instructions(prompts)
+    chosen = list(layers)
+    seen: dict[int, torch.Tensor] = {}
+
+    def keep(hidden: torch.Tensor, layer: int) -> None:
+        seen[layer] = hidden.detach().to("cpu", torch.float32)
+
+    rows: list[torch.Tensor] = []
+    with (
+        ExitStack() as stack,
+        torch.no_grad(),
+        progress_bar(len(texts), desc, enabled=progress) as bar,
+    ):
+        for layer in chosen:
+            stack.enter_context(
+                hook_residual(model, partial(keep, layer=layer), layers=[layer], where=where)
+            )
+        for chunk in _batches(texts, batch_size):
+            batch = encode_batch(tokenizer, chunk, system=system).to(model.device)
+            model(**batch.model_inputs())
+            stacked = torch.stack([seen.pop(layer) for layer in chosen], dim=1)
+            mask = batch.attention_mask.to("cpu").bool()
+            rows += [stacked[i][:, mask[i]] for i in range(len(chunk))]
+            bar.advance(len(chunk))
+    return rows

@@ -87,6 +87,24 @@ def test_score_prints_a_score_and_a_flag_per_prompt(probe, sets) -> None:
     assert table.exit_code == 0 and "flagged" in table.output
 
 
+def test_train_a_token_probe_that_pools_by_max(sets, tmp_path) -> None:
+    out = tmp_path / "token"
+    args = ["--device", "cpu", "detect", "train", "token_probe", "--out", str(out)]
+    args += ["--harmful", sets["harmful"], "--harmless", sets["harmless"], "--pool", "max"]
+    args += ["--benign", sets["benign"], "--layers", "2,3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["kind"] == "token_probe"
+    assert meta["config"]["pool"] == "max" and meta["config"]["layers"] == [2, 3]
+    score = ["--device", "cpu", "detect", "score", str(out.with_suffix(".safetensors")), "--json"]
+    result = runner.invoke(app, [*score, "--prompts", sets["positive"]])
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 16 and sum(r["flagged"] for r in rows) >= 12
+    wrong = runner.invoke(app, [*args[:7], "--positions", "-1"])
+    assert wrong.exit_code != 0 and "--positions" in wrong.output
+
+
 def test_perplexity_calibrates_on_a_held_back_share_by_default(sets, tmp_path) -> None:
     out = tmp_path / "ppl"
     args = ["--device", "cpu", "detect", "train", "perplexity", "--out", str(out)]

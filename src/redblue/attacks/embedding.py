@@ -380,6 +380,19 @@ def answer_with_suffixes(
 ) -> list[list[int]]:
     """Greedy answers (token ids, end-of-sequence kept) to the instructions with their soft
     suffixes ``[batch, n_tokens, d_model]`` in place."""
+    embeds, mask = suffixed_prompts(model, tokenizer, instructions, suffixes, config)
+    return greedy_decode(model, embeds, mask, config.max_new_tokens, _eos_ids(model, tokenizer))
+
+
+def suffixed_prompts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    instructions: Sequence[str],
+    suffixes: torch.Tensor,
+    config: EmbeddingConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attacked prompts as the model reads them: ``inputs_embeds`` ``[batch, seq, d_model]``
+    (chat template, instruction, soft suffix; left-padded) and ``attention_mask`` ``[batch, seq]``."""
     import torch
 
     adapter = adapt(model)
@@ -389,9 +402,7 @@ def answer_with_suffixes(
         embeds = _insert(
             adapter.embed(batch.input_ids.to(adapter.device)), suffixes, batch.soft_cols
         )
-    return greedy_decode(
-        model, embeds, batch.attention_mask, config.max_new_tokens, _eos_ids(model, tokenizer)
-    )
+    return embeds, batch.attention_mask
 
 
 def nearest_tokens(model: PreTrainedModel, vectors: torch.Tensor) -> list[list[int]]:

