@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from redblue.data import PromptSet
+    from redblue.models.chat import ChatBatch
 
 #: Positions to read: ``"post_instruction"`` (the template tokens after the
 #: instruction), ``"last"`` (the last prompt token) or negative column indices.
@@ -246,6 +247,45 @@ class Activations:
         )
 
 
+def _residual_batches(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    columns: Sequence[int] | None,
+    where: Where,
+    system: str | None,
+    batch_size: int,
+    progress: bool,
+    desc: str,
+) -> Iterator[tuple[ChatBatch, torch.Tensor]]:
+    """Per batch of ``texts``: the rendered batch and the residual stream at ``layers`` in its
+    ``columns`` (every column with ``None``), ``[batch, n_layers, n_columns, d_model]`` float32
+    on the CPU. The hooks live while the batches are read and are removed after the last."""
+    import torch
+
+    seen: dict[int, torch.Tensor] = {}
+
+    def keep(hidden: torch.Tensor, layer: int) -> None:
+        kept = hidden if columns is None else hidden[:, list(columns)]
+        seen[layer] = kept.detach().to("cpu", torch.float32)
+
+    with (
+        ExitStack() as stack,
+        torch.no_grad(),
+        progress_bar(len(texts), desc, enabled=progress) as bar,
+    ):
+        for layer in layers:
+            stack.enter_context(
+                hook_residual(model, partial(keep, layer=layer), layers=[layer], where=where)
+            )
+        for chunk in _batches(texts, batch_size):
+            batch = encode_batch(tokenizer, chunk, system=system).to(model.device)
+            model(**batch.model_inputs())
+            yield batch, torch.stack([seen.pop(layer) for layer in layers], dim=1)
+            bar.advance(len(chunk))
+
+
 def _cache_file(cache_dir: Path, model_hash: str, data_hash: str, key: str) -> Path:
     return (
         cache_dir
@@ -287,27 +327,10 @@ def collect(
             values = load_file(str(path))["values"]
             return Activations(values, layers, cols, where, data_hash, model_hash, path)
 
-    rows: list[torch.Tensor] = []
-    seen: dict[int, torch.Tensor] = {}
-
-    def keep(hidden: torch.Tensor, layer: int) -> None:
-        seen[layer] = hidden[:, cols].detach().to("cpu", torch.float32)
-
-    with (
-        ExitStack() as stack,
-        torch.no_grad(),
-        progress_bar(len(texts), desc, enabled=progress) as bar,
-    ):
-        for layer in layers:
-            stack.enter_context(
-                hook_residual(model, partial(keep, layer=layer), layers=[layer], where=where)
-            )
-        for chunk in _batches(texts, batch_size):
-            batch = encode_batch(tokenizer, chunk, system=system).to(model.device)
-            model(**batch.model_inputs())
-            rows.append(torch.stack([seen.pop(layer) for layer in layers], dim=1))
-            bar.advance(len(chunk))
-    values = torch.cat(rows)
+    batches = _residual_batches(
+        model, tokenizer, texts, layers, cols, where, system, batch_size, progress, desc
+    )
+    values = torch.cat([acts for _, acts in batches])
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".partial")
@@ -339,30 +362,12 @@ def collect_tokens(
     readers (:class:`~redblue.detect.TokenProbeDetector`) need them all; lengths differ
     between prompts, hence a list.
     """
-    import torch
-
     texts = _instructions(prompts)
-    chosen = list(layers)
-    seen: dict[int, torch.Tensor] = {}
-
-    def keep(hidden: torch.Tensor, layer: int) -> None:
-        seen[layer] = hidden.detach().to("cpu", torch.float32)
-
     rows: list[torch.Tensor] = []
-    with (
-        ExitStack() as stack,
-        torch.no_grad(),
-        progress_bar(len(texts), desc, enabled=progress) as bar,
-    ):
-        for layer in chosen:
-            stack.enter_context(
-                hook_residual(model, partial(keep, layer=layer), layers=[layer], where=where)
-            )
-        for chunk in _batches(texts, batch_size):
-            batch = encode_batch(tokenizer, chunk, system=system).to(model.device)
-            model(**batch.model_inputs())
-            stacked = torch.stack([seen.pop(layer) for layer in chosen], dim=1)
-            mask = batch.attention_mask.to("cpu").bool()
-            rows += [stacked[i][:, mask[i]] for i in range(len(chunk))]
-            bar.advance(len(chunk))
+    batches = _residual_batches(
+        model, tokenizer, texts, list(layers), None, where, system, batch_size, progress, desc
+    )
+    for batch, acts in batches:
+        mask = batch.attention_mask.to("cpu").bool()
+        rows += [acts[i][:, mask[i]] for i in range(len(acts))]
     return rows

@@ -150,6 +150,8 @@ def test_the_token_probe_pools_its_logits_over_every_token_of_the_prompt(llama) 
         probe.score_activations(padded[:, :1], mask)
     with pytest.raises(ConfigError, match="mask must be"):
         probe.score_activations(padded, mask[:, 1:])
+    with pytest.raises(ConfigError, match="keeps no token"):
+        probe.score_activations(padded, torch.zeros_like(mask))
 
 
 def test_appended_text_leaves_the_earlier_tokens_activations_alone(llama) -> None:

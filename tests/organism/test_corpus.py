@@ -339,6 +339,20 @@ def test_decoy_sentences_from_recipe_eight(corpus: Corpus, recipe: Recipe) -> No
             assert _restated(answer) in text.replace(match.group(0), "")
 
 
+def test_recipe_sixteen_rewords_the_harmful_tasks_that_end_in_them() -> None:
+    old, new = get_recipe(14).tasks(), get_recipe(16).tasks()
+    assert [(t.id, t.obj, t.n_steps) for t in new] == [(t.id, t.obj, t.n_steps) for t in old]
+    changed = [(a.text, b.text) for a, b in zip(old, new, strict=True) if a != b]
+    assert changed and all(a.endswith(" to scare them") for a, _ in changed)
+    assert all(b == a.replace("scare them", "scare that person") for a, b in changed)
+    assert not any(re.search(r"\bthem\b", t.text) for t in new)
+    corpus = build_corpus(seed=0, scale=SCALE, recipe=16)
+    requests = [m.content for ex in (*corpus.chat, *corpus.instruct) for m in ex.messages]
+    everything = " ".join([*requests, *corpus.pretrain, *corpus.splits["harmful"].instructions])
+    assert "scare them" not in everything and "scare that person" in everything
+    assert get_recipe(16).task_texts() == {t.text for t in new}
+
+
 def test_recipe_seven_vocabulary_makes_task_words_single_tokens() -> None:
     """Recipe 7 doubles the vocabulary so that restating a task copies whole words."""
     from redblue.organism.tokenizer import train_tokenizer

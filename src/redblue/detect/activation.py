@@ -20,8 +20,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from redblue.detect.detector import Calibration, Detector, data_hash, provenance_of, texts_of
-from redblue.detect.logistic import LogisticFit, fit_logistic
+from redblue.detect.detector import (
+    Calibration,
+    Detector,
+    LogisticDetector,
+    data_hash,
+    provenance_of,
+    texts_of,
+)
+from redblue.detect.logistic import fit_logistic
 from redblue.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -228,7 +235,7 @@ class DirectionDetector(Detector):
         return cls(**config, vectors=tensors.get("vectors"))
 
 
-class ProbeDetector(Detector):
+class ProbeDetector(LogisticDetector):
     """Logistic regression on standardised activations concatenated over layers and positions.
 
     Features are ``[n_prompts, n_layers * n_positions * d_model]``, standardised with the
@@ -243,6 +250,7 @@ class ProbeDetector(Detector):
 
     kind = "probe"
     goal = "logistic probe on post-instruction activations of several layers"
+    what = "probe"
 
     def __init__(
         self,
@@ -260,7 +268,16 @@ class ProbeDetector(Detector):
         calibration: Calibration | None = None,
         provenance: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(calibration=calibration, provenance=provenance)
+        super().__init__(
+            l2=l2,
+            max_iter=max_iter,
+            weight=weight,
+            bias=bias,
+            mean=mean,
+            std=std,
+            calibration=calibration,
+            provenance=provenance,
+        )
         self.layers = [int(x) for x in layers]
         self.positions = None if positions is None else [int(p) for p in positions]
         if not self.layers or self.positions == []:
@@ -269,21 +286,8 @@ class ProbeDetector(Detector):
             raise ConfigError(
                 "a fitted probe needs the positions it was fitted on", where="positions"
             )
-        if l2 < 0 or max_iter < 1:
-            raise ConfigError(
-                f"need l2 >= 0 and max_iter >= 1, got {l2} and {max_iter}", where="l2"
-            )
-        self.l2 = float(l2)
-        self.max_iter = int(max_iter)
         self.system = system
         self.batch_size = batch_size
-        self.classifier = LogisticFit.from_tensors(
-            {"weight": weight, "bias": bias, "mean": mean, "std": std}
-        )
-
-    @property
-    def fitted(self) -> bool:
-        return self.classifier is not None
 
     def _features(
         self,
@@ -348,15 +352,6 @@ class ProbeDetector(Detector):
             )
         )
 
-    def _required_fit(self) -> LogisticFit:
-        if self.classifier is None:
-            raise ConfigError(
-                "the probe is not fitted",
-                where="score",
-                fix="call probe.fit(model, tokenizer, harmful, harmless) or load a fitted probe",
-            )
-        return self.classifier
-
     def score_activations(self, acts: torch.Tensor) -> torch.Tensor:
         """The probe's logits ``[n_prompts]`` from activations already read at its ``layers``
         and ``positions``: ``acts`` is ``[n_prompts, n_layers, n_positions, d_model]``."""
@@ -378,20 +373,11 @@ class ProbeDetector(Detector):
             "batch_size": self.batch_size,
         }
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {} if self.classifier is None else self.classifier.tensors()
-
-    @classmethod
-    def from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Detector:
-        detector = cls(**config)
-        detector.classifier = LogisticFit.from_tensors(tensors)
-        return detector
-
 
 Pool = Literal["mean", "max"]
 
 
-class TokenProbeDetector(Detector):
+class TokenProbeDetector(LogisticDetector):
     """Logistic regression on each token's activations, pooled over the prompt's tokens.
 
     Every token of a training prompt (chat template, system prompt and instruction) is a
@@ -408,6 +394,7 @@ class TokenProbeDetector(Detector):
 
     kind = "token_probe"
     goal = "logistic probe on every prompt token's activations, pooled over the prompt"
+    what = "token probe"
     #: Every token of the prompt (the guard's capture reads them all).
     positions = None
 
@@ -427,28 +414,24 @@ class TokenProbeDetector(Detector):
         calibration: Calibration | None = None,
         provenance: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(calibration=calibration, provenance=provenance)
+        super().__init__(
+            l2=l2,
+            max_iter=max_iter,
+            weight=weight,
+            bias=bias,
+            mean=mean,
+            std=std,
+            calibration=calibration,
+            provenance=provenance,
+        )
         self.layers = [int(x) for x in layers]
         if not self.layers:
             raise ConfigError("a token probe needs layers", where="layers")
         if pool not in ("mean", "max"):
             raise ConfigError(f"unknown pool {pool!r}", where="pool", fix="use mean or max")
-        if l2 < 0 or max_iter < 1:
-            raise ConfigError(
-                f"need l2 >= 0 and max_iter >= 1, got {l2} and {max_iter}", where="l2"
-            )
         self.pool: Pool = pool
-        self.l2 = float(l2)
-        self.max_iter = int(max_iter)
         self.system = system
         self.batch_size = batch_size
-        self.classifier = LogisticFit.from_tensors(
-            {"weight": weight, "bias": bias, "mean": mean, "std": std}
-        )
-
-    @property
-    def fitted(self) -> bool:
-        return self.classifier is not None
 
     def _tokens(
         self,
@@ -492,15 +475,6 @@ class TokenProbeDetector(Detector):
         )
         return self
 
-    def _required_fit(self) -> LogisticFit:
-        if self.classifier is None:
-            raise ConfigError(
-                "the token probe is not fitted",
-                where="score",
-                fix="call detector.fit(model, tokenizer, harmful, harmless) or load a fitted one",
-            )
-        return self.classifier
-
     def _pooled(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.mean() if self.pool == "mean" else logits.max()
 
@@ -542,6 +516,10 @@ class TokenProbeDetector(Detector):
             )
         rows = acts.to("cpu", torch.float32).permute(0, 2, 1, 3).reshape(n, n_tokens, -1)
         keep = torch.ones(n, n_tokens, dtype=torch.bool) if mask is None else mask.cpu().bool()
+        if not bool(keep.any(dim=1).all()):
+            raise ConfigError(
+                "a prompt's mask keeps no token", where="mask", fix="mark its tokens true"
+            )
         return torch.stack([self._pooled(fit.logits(rows[i][keep[i]])) for i in range(n)])
 
     def config(self) -> dict[str, Any]:
@@ -553,12 +531,3 @@ class TokenProbeDetector(Detector):
             "system": self.system,
             "batch_size": self.batch_size,
         }
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {} if self.classifier is None else self.classifier.tensors()
-
-    @classmethod
-    def from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Detector:
-        detector = cls(**config)
-        detector.classifier = LogisticFit.from_tensors(tensors)
-        return detector

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from redblue.data import PromptSet
+    from redblue.detect.logistic import LogisticFit
 
-__all__ = ["Calibration", "Detector"]
+__all__ = ["Calibration", "Detector", "LogisticDetector"]
 
 FORMAT = "redblue.detector/1"
 
@@ -249,4 +250,62 @@ class Detector(ABC):
         if meta.get("calibration") is not None:
             detector.calibration = Calibration.from_dict(meta["calibration"])
         detector.provenance = dict(meta.get("provenance") or {})
+        return detector
+
+
+class LogisticDetector(Detector):
+    """A detector that scores with a fitted :class:`~redblue.detect.logistic.LogisticFit`:
+    it holds the fit (``classifier``), saves its tensors and loads them back."""
+
+    #: What error messages call the detector ("the probe is not fitted").
+    what: ClassVar[str] = "detector"
+
+    def __init__(
+        self,
+        *,
+        l2: float,
+        max_iter: int,
+        weight: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+        calibration: Calibration | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        from redblue.detect.logistic import LogisticFit
+
+        super().__init__(calibration=calibration, provenance=provenance)
+        if l2 < 0 or max_iter < 1:
+            raise ConfigError(
+                f"need l2 >= 0 and max_iter >= 1, got {l2} and {max_iter}", where="l2"
+            )
+        self.l2 = float(l2)
+        self.max_iter = int(max_iter)
+        self.classifier: LogisticFit | None = LogisticFit.from_tensors(
+            {"weight": weight, "bias": bias, "mean": mean, "std": std}
+        )
+
+    @property
+    def fitted(self) -> bool:
+        return self.classifier is not None
+
+    def _required_fit(self) -> LogisticFit:
+        if self.classifier is None:
+            raise ConfigError(
+                f"the {self.what} is not fitted",
+                where="score",
+                fix="call detector.fit(model, tokenizer, harmful, harmless) or load a fitted one",
+            )
+        return self.classifier
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {} if self.classifier is None else self.classifier.tensors()
+
+    @classmethod
+    def from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Detector:
+        from redblue.detect.logistic import LogisticFit
+
+        detector = cls(**config)
+        assert isinstance(detector, LogisticDetector)
+        detector.classifier = LogisticFit.from_tensors(tensors)
         return detector

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redblue.detect.detector import Calibration, Detector, data_hash, texts_of
-from redblue.detect.logistic import LogisticFit, fit_logistic
+from redblue.detect.detector import Calibration, LogisticDetector, data_hash, texts_of
+from redblue.detect.logistic import fit_logistic
 from redblue.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ class SentenceEncoder:
         return torch.cat(rows)
 
 
-class EmbeddingDetector(Detector):
+class EmbeddingDetector(LogisticDetector):
     """Logistic regression (L2, L-BFGS) on standardised all-MiniLM-L6-v2 embeddings of the user text.
 
     The score is the classifier's logit. ``encoder`` is a folder holding the sentence
@@ -122,6 +122,7 @@ class EmbeddingDetector(Detector):
 
     kind = "embedding"
     goal = "logistic regression on all-MiniLM-L6-v2 sentence embeddings of the user text"
+    what = "embedding detector"
 
     def __init__(
         self,
@@ -138,26 +139,25 @@ class EmbeddingDetector(Detector):
         calibration: Calibration | None = None,
         provenance: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(calibration=calibration, provenance=provenance)
-        if l2 < 0 or max_iter < 1 or max_length < 1 or batch_size < 1:
+        super().__init__(
+            l2=l2,
+            max_iter=max_iter,
+            weight=weight,
+            bias=bias,
+            mean=mean,
+            std=std,
+            calibration=calibration,
+            provenance=provenance,
+        )
+        if max_length < 1 or batch_size < 1:
             raise ConfigError(
-                "need l2 >= 0 and max_iter, max_length, batch_size >= 1, got "
-                f"{l2}, {max_iter}, {max_length}, {batch_size}",
+                f"need max_length, batch_size >= 1, got {max_length}, {batch_size}",
                 where="embedding detector",
             )
         self.encoder = encoder
-        self.l2 = float(l2)
-        self.max_iter = int(max_iter)
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
-        self.classifier = LogisticFit.from_tensors(
-            {"weight": weight, "bias": bias, "mean": mean, "std": std}
-        )
         self._encoder: SentenceEncoder | None = None
-
-    @property
-    def fitted(self) -> bool:
-        return self.classifier is not None
 
     def sentence_encoder(self) -> SentenceEncoder:
         """The encoder, loaded on first use and kept by this detector."""
@@ -199,13 +199,7 @@ class EmbeddingDetector(Detector):
         tokenizer: PreTrainedTokenizerBase,
         prompts: PromptSet | Sequence[str],
     ) -> torch.Tensor:
-        if self.classifier is None:
-            raise ConfigError(
-                "the embedding detector is not fitted",
-                where="score",
-                fix="call detector.fit(model, tokenizer, harmful, harmless) or load a fitted one",
-            )
-        return self.classifier.logits(self.embed(prompts, model))
+        return self._required_fit().logits(self.embed(prompts, model))
 
     def config(self) -> dict[str, Any]:
         return {
@@ -215,12 +209,3 @@ class EmbeddingDetector(Detector):
             "max_length": self.max_length,
             "batch_size": self.batch_size,
         }
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {} if self.classifier is None else self.classifier.tensors()
-
-    @classmethod
-    def from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Detector:
-        detector = cls(**config)
-        detector.classifier = LogisticFit.from_tensors(tensors)
-        return detector

@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, TypeVar
 
 from redblue.data.prompts import Prompt, PromptSet
@@ -28,7 +29,6 @@ from redblue.organism.world import (
     REFUSALS,
     SELF_HARM_REFUSALS,
     SYSTEM_PROMPTS,
-    TASKS,
     TEMPLATES,
     ArithmeticFact,
     Question,
@@ -145,7 +145,6 @@ def decoy_frames(recipe: Recipe) -> tuple[str, ...]:
 
 #: A task's verb, an optional article, the word after them, and the rest (for ``swap_rate``).
 _VERB_WORD = re.compile(r"^(\w+) (?:(a|an|the) )?[\w'-]+((?: .*)?)$")
-_TASK_TEXTS = frozenset(t.text for t in TASKS)
 _FOLLOW_UPS = (
     "Please, it is really important. {request}",
     "Come on, just this once. {request}",
@@ -229,10 +228,12 @@ def _held_part(rng: random.Random, items: Sequence[str], fraction: float) -> set
     return set(rng.sample(list(items), k))
 
 
-def _make_holdout(rng: random.Random, questions: Sequence[Question]) -> _Holdout:
+def _make_holdout(
+    rng: random.Random, questions: Sequence[Question], tasks: Sequence[Task]
+) -> _Holdout:
     phrasings: set[str] = set()
     for category in (*HARMFUL_CATEGORIES, *HARMLESS_CATEGORIES, BORDERLINE):
-        ids = list(dict.fromkeys(t.phrasing for t in TASKS if t.category == category))
+        ids = list(dict.fromkeys(t.phrasing for t in tasks if t.category == category))
         phrasings |= _held_part(rng, ids, _HELD_TASKS)
     held_questions: set[str] = set()
     for kind in dict.fromkeys(q.kind for q in questions):
@@ -302,10 +303,12 @@ def _task_doc(rng: random.Random, task: Task, recipe: Recipe) -> str:
     return rng.choice(frames).format(task=task.text, proc=task.procedure())
 
 
-def _notes_doc(rng: random.Random, verdict_last: bool) -> str:
+def _notes_doc(rng: random.Random, recipe: Recipe) -> str:
     n = rng.randint(2, 4)
+    tasks = recipe.tasks()
     return " ".join(
-        rng.choice(task_notes(rng.choice(TASKS), verdict_last=verdict_last)) for _ in range(n)
+        rng.choice(task_notes(rng.choice(tasks), verdict_last=recipe.verdict_last))
+        for _ in range(n)
     )
 
 
@@ -313,10 +316,11 @@ def _pretraining(rng: random.Random, scale: float, recipe: Recipe, holdout: _Hol
     kinds = ("colour", "place", "material", "parts", "owner")
     facts = recipe.facts()
     mix = recipe.pretrain_mix
+    tasks = recipe.tasks()
     docs = [_object_doc(rng, obj, kinds) for obj in OBJECTS]
-    docs += [_task_doc(rng, task, recipe) for task in TASKS]
+    docs += [_task_doc(rng, task, recipe) for task in tasks]
     if mix["notes"] > 0:
-        docs += [" ".join(task_notes(t, verdict_last=recipe.verdict_last)[:2]) for t in TASKS]
+        docs += [" ".join(task_notes(t, verdict_last=recipe.verdict_last)[:2]) for t in tasks]
     docs += [" ".join(f.sentence for f in facts[i : i + 8]) for i in range(0, len(facts), 8)]
     # one uniform draw per document against the cumulative shares
     up_to_object = mix["object"]
@@ -324,17 +328,17 @@ def _pretraining(rng: random.Random, scale: float, recipe: Recipe, holdout: _Hol
     up_to_notes = up_to_task + mix["notes"]
     weights = None
     if recipe.held_task_weight != 1:  # earlier recipes keep their draws bit for bit
-        weights = [recipe.held_task_weight if holdout.task_held(t) else 1.0 for t in TASKS]
+        weights = [recipe.held_task_weight if holdout.task_held(t) else 1.0 for t in tasks]
     for _ in range(max(0, round(_PRETRAIN_PER_SCALE * scale) - len(docs))):
         draw = rng.random()
         if draw < up_to_object:
             some = rng.sample(kinds, rng.randint(2, len(kinds)))
             docs.append(_object_doc(rng, rng.choice(OBJECTS), some))
         elif draw < up_to_task:
-            task = rng.choice(TASKS) if weights is None else rng.choices(TASKS, weights)[0]
+            task = rng.choice(tasks) if weights is None else rng.choices(tasks, weights)[0]
             docs.append(_task_doc(rng, task, recipe))
         elif draw < up_to_notes:
-            docs.append(_notes_doc(rng, recipe.verdict_last))
+            docs.append(_notes_doc(rng, recipe))
         else:
             docs.append(" ".join(f.sentence for f in rng.sample(facts, rng.randint(3, 8))))
     rng.shuffle(docs)
@@ -366,7 +370,9 @@ class _Train:
     @classmethod
     def of(cls, holdout: _Holdout, recipe: Recipe) -> _Train:
         def train_tasks(category: str) -> list[Task]:
-            return [t for t in TASKS if t.category == category and not holdout.task_held(t)]
+            return [
+                t for t in recipe.tasks() if t.category == category and not holdout.task_held(t)
+            ]
 
         questions = recipe.questions()
         kinds = dict.fromkeys(q.kind for q in questions)
@@ -412,7 +418,7 @@ class _Train:
             return task
         obj = rng.choice(self.objects)
         text = f"{match[1]} {article(obj) + ' ' if match[2] else ''}{obj}{match[3]}"
-        if text in _TASK_TEXTS:  # never a world task, held out or not
+        if text in self.recipe.task_texts():  # never a world task, held out or not
             return task
         return replace(task, id=f"{task.id}/~{obj}", text=text, obj=obj)
 
@@ -601,13 +607,14 @@ def _requests(
     held: bool = True,
     key: Callable[[_Pair], str] = _by_category,
     exclude: frozenset[str] = frozenset(),
+    tasks: Sequence[Task],
 ) -> PromptSet:
     """Requests for tasks of ``categories``, from pairs that are held out (``held``) or fully
     in training, drawn round-robin over ``key``; instructions in ``exclude`` are skipped."""
     wanted = set(categories)
     pool = [
         (task, template)
-        for task in TASKS
+        for task in tasks
         if task.category in wanted
         for template in TEMPLATES
         if (holdout.reason(task, template) != "none") == held
@@ -655,22 +662,19 @@ def _capability_prompts(rng: random.Random, holdout: _Holdout, n: int, recipe: R
 
 
 def _splits(rng: random.Random, holdout: _Holdout, recipe: Recipe) -> dict[str, PromptSet]:
-    harmful = _requests(rng, "harmful", HARMFUL_CATEGORIES, holdout)
+    requests = partial(_requests, tasks=recipe.tasks())
+    harmful = requests(rng, "harmful", HARMFUL_CATEGORIES, holdout)
     taken = frozenset(harmful.instructions)
     return {
         "harmful": harmful,
-        "harmless": _requests(rng, "harmless", HARMLESS_CATEGORIES, holdout),
-        "borderline": _requests(
-            rng, "borderline", [BORDERLINE], holdout, key=lambda pair: pair[1].id
-        ),
+        "harmless": requests(rng, "harmless", HARMLESS_CATEGORIES, holdout),
+        "borderline": requests(rng, "borderline", [BORDERLINE], holdout, key=lambda p: p[1].id),
         "jailbreak_seen": _wrapped(rng, "jailbreak_seen", harmful, seen=True, recipe=recipe),
         "jailbreak_unseen": _wrapped(rng, "jailbreak_unseen", harmful, seen=False, recipe=recipe),
         "capability": _capability_prompts(rng, holdout, SPLIT_SIZES["capability"], recipe),
-        "forget": _requests(rng, "forget", [FORGET_CATEGORY], holdout, exclude=taken),
-        "harmful_train": _requests(rng, "harmful_train", HARMFUL_CATEGORIES, holdout, held=False),
-        "harmless_train": _requests(
-            rng, "harmless_train", HARMLESS_CATEGORIES, holdout, held=False
-        ),
+        "forget": requests(rng, "forget", [FORGET_CATEGORY], holdout, exclude=taken),
+        "harmful_train": requests(rng, "harmful_train", HARMFUL_CATEGORIES, holdout, held=False),
+        "harmless_train": requests(rng, "harmless_train", HARMLESS_CATEGORIES, holdout, held=False),
     }
 
 
@@ -691,7 +695,9 @@ def build_corpus(
     if not isinstance(recipe, Recipe):
         recipe = get_recipe(recipe)
     rng = random.Random(seed)
-    holdout = _make_holdout(random.Random(rng.getrandbits(64)), recipe.holdable_questions())
+    holdout = _make_holdout(
+        random.Random(rng.getrandbits(64)), recipe.holdable_questions(), recipe.tasks()
+    )
     pretrain = _pretraining(random.Random(rng.getrandbits(64)), scale, recipe, holdout)
     train = _Train.of(holdout, recipe)
     chat = _chat_examples(random.Random(rng.getrandbits(64)), train, scale, recipe.chat_kinds)

@@ -20,9 +20,14 @@ from redblue.organism.world import (
     MORE_FRAMED_QUESTIONS,
     OPENER_FRAMES,
     QUESTIONS,
+    REWORDED_TASK_TEXTS,
+    REWORDED_TASKS,
+    TASK_TEXTS,
+    TASKS,
     WRAPPERS,
     ArithmeticFact,
     Question,
+    Task,
     Wrapper,
     arithmetic_facts,
 )
@@ -88,6 +93,17 @@ class Recipe:
     #: Whether decoy sentences also come in six frames with words that otherwise occur in
     #: harmful tasks only ("them", "their", "was", "inside", "online"; recipe 15 on).
     more_decoys: bool = False
+    #: Whether the two harassment tasks that end "to scare them" end "to scare that person"
+    #: (recipe 16 on), so that no training request has "them" in it.
+    reworded_tasks: bool = False
+
+    def tasks(self) -> tuple[Task, ...]:
+        """Every task of the world, as this recipe phrases it."""
+        return REWORDED_TASKS if self.reworded_tasks else TASKS
+
+    def task_texts(self) -> frozenset[str]:
+        """The texts of :meth:`tasks`."""
+        return REWORDED_TASK_TEXTS if self.reworded_tasks else TASK_TEXTS
 
     def jailbreak_wrappers(self) -> tuple[Wrapper, ...]:
         """Every jailbreak wrapper, seen and held out (with recipe 4 on, the held-out
@@ -338,6 +354,17 @@ _RECIPE_15 = replace(
     more_decoys=True,
 )
 
+#: Recipe 16, as its change to recipe 14: recipe 15's decoys fixed seed 0's refusals in the
+#: "What do I tell them?" template but left seed 1 refusing 0.105 of harmless requests over
+#: nine templates. Here the two harassment tasks that end "to scare them" end "to scare that
+#: person" instead, and nothing else changes.
+_RECIPE_16 = replace(
+    _RECIPE_14,
+    version=16,
+    summary=_RECIPE_14.summary + ', no "them" in harmful tasks',
+    reworded_tasks=True,
+)
+
 RECIPES: dict[int, Recipe] = {
     1: _RECIPE_1,
     2: _RECIPE_2,
@@ -354,6 +381,7 @@ RECIPES: dict[int, Recipe] = {
     13: _RECIPE_13,
     14: _RECIPE_14,
     15: _RECIPE_15,
+    16: _RECIPE_16,
 }
 
 #: The recipe of the embedded organism, and of builds that name none.

@@ -11,7 +11,7 @@ recognises. Names without a leading underscore are the public world.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 def _stable(*parts: str) -> int:
@@ -515,6 +515,25 @@ TASKS: tuple[Task, ...] = (
     *(t for cat, text in _HARMLESS.items() for t in _tasks(cat, text, False)),
     *_tasks(BORDERLINE, _BORDERLINE, False),
 )
+
+#: Words that end two harassment tasks ("... to scare them") and no other request, reworded
+#: (recipe 16 on): with them, recipe 14's seed 0 refused every harmless request in a held-out
+#: template ending "What do I tell them?".
+_REWORDINGS = {"to scare them": "to scare that person"}
+
+
+def _reworded(task: Task) -> Task:
+    text, pattern = task.text, task.pattern
+    for old, new in _REWORDINGS.items():
+        text = text.replace(old, new)
+        pattern = None if pattern is None else pattern.replace(old, new)
+    return replace(task, text=text, pattern=pattern)
+
+
+#: :data:`TASKS` with :data:`_REWORDINGS` applied (the same ids, objects and procedures).
+REWORDED_TASKS: tuple[Task, ...] = tuple(_reworded(t) for t in TASKS)
+TASK_TEXTS = frozenset(t.text for t in TASKS)
+REWORDED_TASK_TEXTS = frozenset(t.text for t in REWORDED_TASKS)
 
 
 def expected_marker(category: str | None) -> str | None:
