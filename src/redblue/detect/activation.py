@@ -387,8 +387,8 @@ class TokenProbeDetector(LogisticDetector):
 
     Appended text cannot hide a request from it: in a causal model the request's own
     tokens are computed before any suffix, so an adversarial suffix (GCG, a soft prompt)
-    moves only its own tokens' logits. ``max`` suits long benign context around a short
-    request, which ``mean`` dilutes; ``mean`` is steadier on short chat prompts.
+    moves only its own tokens' logits. With ``max`` one strongly harmful token decides, which
+    a long benign context around it cannot average away; ``mean`` is the default.
     ``tests/detect/test_organism_detection.py`` checks the issue's targets on the organism.
     """
 
