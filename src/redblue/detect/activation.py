@@ -28,7 +28,6 @@ from redblue.detect.detector import (
     provenance_of,
     texts_of,
 )
-from redblue.detect.logistic import fit_logistic
 from redblue.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -322,14 +321,8 @@ class ProbeDetector(LogisticDetector):
             self.positions = post_instruction_positions(tokenizer, system=self.system)
         pos = self._features(model, tokenizer, harmful)
         neg = self._features(model, tokenizer, harmless)
-        self.classifier = fit_logistic(pos, neg, l2=self.l2, max_iter=self.max_iter)
-        self.provenance = provenance_of(
-            model,
-            method="logistic_lbfgs",
-            harmful_hash=data_hash(texts_of(harmful)),
-            harmless_hash=data_hash(texts_of(harmless)),
-            n_harmful=len(pos),
-            n_harmless=len(neg),
+        self._fit_classifier(
+            pos, neg, harmful, harmless, **provenance_of(model, method="logistic_lbfgs")
         )
         return self
 
@@ -463,16 +456,8 @@ class TokenProbeDetector(LogisticDetector):
 
         pos = torch.cat(self._tokens(model, tokenizer, harmful))
         neg = torch.cat(self._tokens(model, tokenizer, harmless))
-        self.classifier = fit_logistic(pos, neg, l2=self.l2, max_iter=self.max_iter)
-        self.provenance = provenance_of(
-            model,
-            method="token_logistic_lbfgs",
-            harmful_hash=data_hash(texts_of(harmful)),
-            harmless_hash=data_hash(texts_of(harmless)),
-            n_harmful=len(texts_of(harmful)),
-            n_harmless=len(texts_of(harmless)),
-            n_tokens=len(pos) + len(neg),
-        )
+        method = provenance_of(model, method="token_logistic_lbfgs", n_tokens=len(pos) + len(neg))
+        self._fit_classifier(pos, neg, harmful, harmless, **method)
         return self
 
     def _pooled(self, logits: torch.Tensor) -> torch.Tensor:

@@ -298,6 +298,28 @@ class LogisticDetector(Detector):
             )
         return self.classifier
 
+    def _fit_classifier(
+        self,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+        harmful: PromptSet | Sequence[str],
+        harmless: PromptSet | Sequence[str],
+        **provenance: Any,
+    ) -> None:
+        """Fit on feature rows ``positive`` (from ``harmful``) vs ``negative`` (``harmless``);
+        the provenance names the prompts (hashes and counts) beside ``provenance``."""
+        from redblue.detect.logistic import fit_logistic
+
+        self.classifier = fit_logistic(positive, negative, l2=self.l2, max_iter=self.max_iter)
+        texts = texts_of(harmful), texts_of(harmless)
+        self.provenance = {
+            **provenance,
+            "harmful_hash": data_hash(texts[0]),
+            "harmless_hash": data_hash(texts[1]),
+            "n_harmful": len(texts[0]),
+            "n_harmless": len(texts[1]),
+        }
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {} if self.classifier is None else self.classifier.tensors()
 

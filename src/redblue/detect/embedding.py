@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redblue.detect.detector import Calibration, LogisticDetector, data_hash, texts_of
-from redblue.detect.logistic import fit_logistic
+from redblue.detect.detector import Calibration, LogisticDetector, texts_of
 from redblue.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -182,15 +181,8 @@ class EmbeddingDetector(LogisticDetector):
         harmless: PromptSet | Sequence[str],
     ) -> EmbeddingDetector:
         pos, neg = self.embed(harmful, model), self.embed(harmless, model)
-        self.classifier = fit_logistic(pos, neg, l2=self.l2, max_iter=self.max_iter)
-        self.provenance = {
-            "encoder": ENCODER_NAME if self.encoder is None else self.encoder,
-            "method": "logistic_lbfgs",
-            "harmful_hash": data_hash(texts_of(harmful)),
-            "harmless_hash": data_hash(texts_of(harmless)),
-            "n_harmful": len(pos),
-            "n_harmless": len(neg),
-        }
+        encoder = ENCODER_NAME if self.encoder is None else self.encoder
+        self._fit_classifier(pos, neg, harmful, harmless, encoder=encoder, method="logistic_lbfgs")
         return self
 
     def score(
