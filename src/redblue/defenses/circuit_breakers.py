@@ -91,7 +91,34 @@ class CircuitBreakerArguments(DefenseArguments):
         },
     )
 
+    tamper_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the tamper-resistance loss (TAR, Tamirisa et al. 2024; "
+            "redblue.defenses.tamper): at each step a simulated LoRA fine-tuning attack on "
+            "harmful answers, then the attacked model's answer entropy is raised (0: off)."
+        },
+    )
+    tamper_steps: int = field(
+        default=8,
+        metadata={"help": "Steps of the simulated fine-tuning attack at each training step."},
+    )
+    tamper_learning_rate: float = field(
+        default=5e-3,
+        metadata={"help": "Adam learning rate of the simulated attack (the finetune attack's)."},
+    )
+    tamper_rank: int = field(
+        default=8, metadata={"help": "LoRA rank of the simulated attack (the finetune attack's)."}
+    )
+
     def __post_init__(self) -> None:
+        if self.tamper_weight < 0:
+            raise ValueError(f"tamper_weight must be >= 0, got {self.tamper_weight}")
+        if self.tamper_steps < 1 or self.tamper_rank < 1:
+            raise ValueError(
+                f"tamper_steps and tamper_rank must be >= 1, got {self.tamper_steps}, "
+                f"{self.tamper_rank}"
+            )
         if any(layer < 0 for layer in self.target_layers):
             raise ValueError(f"target_layers must be >= 0, got {self.target_layers}")
         if self.reroute_tokens not in ("all", "answer"):
@@ -196,7 +223,47 @@ class CircuitBreakerTrainer(DefenseTrainer):
             )
         total = c_reroute * reroute + c_retain * sum(retained.values())
         parts = {"reroute": reroute.item(), **{k: v.item() for k, v in retained.items()}}
+        if self.args.tamper_weight:
+            tamper = self.tamper_loss(model)
+            total = total + self.args.tamper_weight * tamper
+            parts["tamper"] = tamper.item()
         return total, parts
+
+    def tamper_loss(self, model: Any) -> torch.Tensor:
+        """:func:`redblue.defenses.tamper.tamper_loss` on batches drawn from the harmful stream
+        (seeded by the seed and the step, so that a resumed run draws the same ones)."""
+        import random
+
+        from redblue.defenses.tamper import tamper_loss
+
+        args = self.args
+        rows = self.train_dataset.streams["harmful"]  # type: ignore[union-attr]
+        rng = random.Random(args.seed * 1_000_003 + self.state.global_step)
+        size = min(args.per_device_train_batch_size, len(rows))
+        device = next(model.parameters()).device
+        batches = [
+            {
+                k: v.to(device)
+                for k, v in self.data_collator([{"harmful": r} for r in rng.sample(rows, size)])[
+                    "harmful"
+                ].items()
+            }
+            for _ in range(args.tamper_steps + 1)
+        ]
+        import torch
+
+        generator = torch.Generator().manual_seed(rng.randrange(2**31))
+        unwrapped = self.accelerator.unwrap_model(model)
+        blocks = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        return tamper_loss(
+            model,
+            blocks,
+            batches,
+            rank=args.tamper_rank,
+            alpha=2.0 * args.tamper_rank,
+            learning_rate=args.tamper_learning_rate,
+            generator=generator,
+        )
 
     def _pair(
         self, model: Any, inputs: Mapping[str, torch.Tensor], layers: Sequence[int]
