@@ -302,6 +302,11 @@ class DefenseTrainer(Trainer):
         )
         return [out.hidden_states[layer + 1] for layer in layers]
 
+    def blocks_model(self, model: Any) -> Any:
+        """The ``*ForCausalLM`` under the accelerate and peft wrappers (where blocks live)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        return unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+
     @contextmanager
     def frozen(self, model: Any) -> Iterator[Any]:
         """The model before training, without gradients: ``model`` with its LoRA adapter

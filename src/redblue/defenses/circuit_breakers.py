@@ -16,6 +16,9 @@ ends in incoherent text rather than a procedure.
 
 The coefficients follow the paper's schedule: at share ``t/T`` of training,
 ``c_reroute = alpha * (1 - t/(2T))`` and ``c_retain = alpha * t/(2T)``.
+
+With ``tamper_weight`` above 0, each step also trains against a simulated
+fine-tuning attack (:mod:`redblue.defenses.tamper`, after TAR).
 """
 
 from __future__ import annotations
@@ -230,9 +233,12 @@ class CircuitBreakerTrainer(DefenseTrainer):
         return total, parts
 
     def tamper_loss(self, model: Any) -> torch.Tensor:
-        """:func:`redblue.defenses.tamper.tamper_loss` on batches drawn from the harmful stream
-        (seeded by the seed and the step, so that a resumed run draws the same ones)."""
+        """:func:`redblue.defenses.tamper.tamper_loss` on ``tamper_steps + 1`` batches drawn from
+        the harmful stream, seeded by the seed and the step so that a resumed run draws the same
+        ones. The simulated attack's LoRA scale is the finetune attack's (alpha = 2 x rank)."""
         import random
+
+        import torch
 
         from redblue.defenses.tamper import tamper_loss
 
@@ -241,28 +247,18 @@ class CircuitBreakerTrainer(DefenseTrainer):
         rng = random.Random(args.seed * 1_000_003 + self.state.global_step)
         size = min(args.per_device_train_batch_size, len(rows))
         device = next(model.parameters()).device
-        batches = [
-            {
-                k: v.to(device)
-                for k, v in self.data_collator([{"harmful": r} for r in rng.sample(rows, size)])[
-                    "harmful"
-                ].items()
-            }
-            for _ in range(args.tamper_steps + 1)
-        ]
-        import torch
-
-        generator = torch.Generator().manual_seed(rng.randrange(2**31))
-        unwrapped = self.accelerator.unwrap_model(model)
-        blocks = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        batches = []
+        for _ in range(args.tamper_steps + 1):
+            padded = self.data_collator([{"harmful": r} for r in rng.sample(rows, size)])
+            batches.append({k: v.to(device) for k, v in padded["harmful"].items()})
         return tamper_loss(
             model,
-            blocks,
+            self.blocks_model(model),
             batches,
             rank=args.tamper_rank,
             alpha=2.0 * args.tamper_rank,
             learning_rate=args.tamper_learning_rate,
-            generator=generator,
+            generator=torch.Generator().manual_seed(rng.randrange(2**31)),
         )
 
     def _pair(

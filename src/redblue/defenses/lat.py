@@ -226,15 +226,10 @@ class LATTrainer(DefenseTrainer):
 
     # -- pieces ------------------------------------------------------------------------------
 
-    def _blocks_model(self, model: Any) -> Any:
-        """The ``*ForCausalLM`` under the accelerate and peft wrappers (where blocks live)."""
-        unwrapped = self.accelerator.unwrap_model(model)
-        return unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
-
     def layers(self, model: Any) -> list[int]:
         from redblue.models.adapter import adapt
 
-        n = adapt(self._blocks_model(model)).n_layers
+        n = adapt(self.blocks_model(model)).n_layers
         layers = list(self.args.lat_layers) if self.args.lat_layers else default_layers(n)
         bad = [layer for layer in layers if layer >= n]
         if bad:
@@ -297,7 +292,7 @@ class LATTrainer(DefenseTrainer):
         mask = _prompt_mask(harmful)
         width = int(mask.any(0).nonzero().max()) + 1
         mask = mask[:, :width]
-        blocks = self._blocks_model(model)
+        blocks = self.blocks_model(model)
         d_model = adapt(blocks).d_model
         deltas = {
             layer: torch.zeros(
@@ -332,7 +327,7 @@ class LATTrainer(DefenseTrainer):
         harmful = batch["harmful"]
         refusal = self.paired_refusals(harmful)
         deltas, mask, parts = self.attack(model, harmful, refusal)
-        with perturbed(self._blocks_model(model), deltas, mask):
+        with perturbed(self.blocks_model(model), deltas, mask):
             refuse = self.sft_loss(model, refusal)
             away = log1m_loss(model, harmful) if args.away_harmful_weight else refuse.new_zeros(())
         if args.retain_kl_weight:

@@ -8,16 +8,15 @@ training. At each step:
 
 * **inner** (the attacker): a fresh low-rank adapter on the attention and MLP
   output projections of every block (the fine-tuning attack's default modules)
-  is trained for ``steps`` steps of Adam on harmful answers, the attack's own
-  loss, with the defended weights held fixed;
+  takes one Adam step per batch of harmful answers, on the attack's own loss,
+  with the defended weights held fixed;
 * **outer** (the defender): at the attacked weights, the tamper-resistance loss
-  is computed on harmful answers the attacker did not train on, and its gradient
-  reaches the defender's weights with the attacker's adapter held fixed (the
-  first-order approximation TAR uses). The loss is the negated entropy of the
-  next-token distribution on the answer tokens, normalised by its maximum
-  ``log(vocab)``: bounded, unlike a negated cross-entropy, so the defender learns
-  to make the attacked model unsure on harmful answers rather than confidently
-  wrong.
+  is computed on one more batch of harmful answers, and its gradient reaches the
+  defender's weights with the attacker's adapter held fixed (the first-order
+  approximation TAR uses). The loss is the negated entropy of the next-token
+  distribution on the answer tokens, normalised by its maximum ``log(vocab)``:
+  bounded, unlike a negated cross-entropy, so the defender learns to make the
+  attacked model unsure on harmful answers rather than confidently wrong.
 
 The adapters live in forward hooks (:func:`attached`), removed on exit; the
 model's own modules and weights are never replaced.
