@@ -108,7 +108,11 @@ def test_tamper_loss_is_negated_entropy_with_a_gradient_for_the_defender(llama) 
 
 @pytest.mark.parametrize(
     ("values", "words"),
-    [({"tamper_weight": -1.0}, "tamper_weight"), ({"tamper_steps": 0}, "tamper_steps")],
+    [
+        ({"tamper_weight": -1.0}, "tamper_weight"),
+        ({"tamper_steps": 0}, "tamper_steps"),
+        ({"retain_sft_weight": -1.0}, "retain_sft_weight"),
+    ],
 )
 def test_bad_tamper_arguments_are_config_errors(values, words) -> None:
     with pytest.raises(ConfigError) as info:
@@ -126,9 +130,26 @@ def test_circuit_breakers_train_with_the_tamper_loss(organism, small_data, tmp_p
         save_steps=100,
         tamper_weight=1.0,
         tamper_steps=2,
+        retain_sft_weight=1.0,
     )
     _, result = defend(
         "circuit_breakers", copy.deepcopy(model), tokenizer, small_data, args, progress=False
     )
     assert all("tamper" in row and -1.0 <= row["tamper"] <= 0.0 for row in result.losses)
-    assert result.arguments["tamper_weight"] == 1.0
+    assert all(row["benign_sft"] > 0 for row in result.losses)
+    assert result.arguments["tamper_weight"] == result.arguments["retain_sft_weight"] == 1.0
+
+
+def test_without_the_tamper_loss_no_attack_is_simulated(organism, small_data, tmp_path) -> None:
+    model, tokenizer, _ = organism
+    args = load_arguments(
+        get_defense("circuit_breakers"),
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        logging_steps=1,
+        save_steps=100,
+    )
+    _, result = defend(
+        "circuit_breakers", copy.deepcopy(model), tokenizer, small_data, args, progress=False
+    )
+    assert not any("tamper" in row or "benign_sft" in row for row in result.losses)

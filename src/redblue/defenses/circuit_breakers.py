@@ -102,6 +102,13 @@ class CircuitBreakerArguments(DefenseArguments):
             "harmful answers, then the attacked model's answer entropy is raised (0: off)."
         },
     )
+    retain_sft_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of next-token cross-entropy on the benign answers, beside the "
+            "representation retain loss (TAR's retain loss has both; 0: off)."
+        },
+    )
     tamper_steps: int = field(
         default=8,
         metadata={"help": "Steps of the simulated fine-tuning attack at each training step."},
@@ -115,8 +122,11 @@ class CircuitBreakerArguments(DefenseArguments):
     )
 
     def __post_init__(self) -> None:
-        if self.tamper_weight < 0:
-            raise ValueError(f"tamper_weight must be >= 0, got {self.tamper_weight}")
+        if self.tamper_weight < 0 or self.retain_sft_weight < 0:
+            raise ValueError(
+                f"tamper_weight and retain_sft_weight must be >= 0, got {self.tamper_weight}, "
+                f"{self.retain_sft_weight}"
+            )
         if self.tamper_steps < 1 or self.tamper_rank < 1:
             raise ValueError(
                 f"tamper_steps and tamper_rank must be >= 1, got {self.tamper_steps}, "
@@ -226,6 +236,10 @@ class CircuitBreakerTrainer(DefenseTrainer):
             )
         total = c_reroute * reroute + c_retain * sum(retained.values())
         parts = {"reroute": reroute.item(), **{k: v.item() for k, v in retained.items()}}
+        if self.args.retain_sft_weight:
+            sft = self.sft_loss(model, batch["benign"])
+            total = total + self.args.retain_sft_weight * sft
+            parts["benign_sft"] = sft.item()
         if self.args.tamper_weight:
             tamper = self.tamper_loss(model)
             total = total + self.args.tamper_weight * tamper
