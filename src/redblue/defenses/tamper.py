@@ -34,7 +34,14 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["LowRank", "answer_entropy", "attached", "output_projections", "simulate_finetune"]
+__all__ = [
+    "LowRank",
+    "answer_entropy",
+    "attached",
+    "output_projections",
+    "simulate_finetune",
+    "tamper_loss",
+]
 
 
 @dataclass
