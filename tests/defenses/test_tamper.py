@@ -120,36 +120,33 @@ def test_bad_tamper_arguments_are_config_errors(values, words) -> None:
     assert words in str(info.value)
 
 
-def test_circuit_breakers_train_with_the_tamper_loss(organism, small_data, tmp_path) -> None:
+def _train_circuit_breakers(organism, data, tmp_path, **values) -> list[dict[str, float]]:
+    """The logged losses of a few circuit-breaker steps on the organism, with ``values`` set."""
     model, tokenizer, _ = organism
-    args = load_arguments(
-        get_defense("circuit_breakers"),
-        output_dir=str(tmp_path / "out"),
+    settings = {"output_dir": str(tmp_path / "out"), "logging_steps": 1, "save_steps": 100}
+    args = load_arguments(get_defense("circuit_breakers"), **(settings | values))
+    _, result = defend(
+        "circuit_breakers", copy.deepcopy(model), tokenizer, data, args, progress=False
+    )
+    assert result.arguments.get("tamper_weight", 0.0) == values.get("tamper_weight", 0.0)
+    return result.losses
+
+
+def test_circuit_breakers_train_with_the_tamper_loss(organism, small_data, tmp_path) -> None:
+    losses = _train_circuit_breakers(
+        organism,
+        small_data,
+        tmp_path,
         max_steps=4,
-        logging_steps=2,
-        save_steps=100,
         tamper_weight=1.0,
         tamper_steps=2,
         retain_sft_weight=1.0,
     )
-    _, result = defend(
-        "circuit_breakers", copy.deepcopy(model), tokenizer, small_data, args, progress=False
-    )
-    assert all("tamper" in row and -1.0 <= row["tamper"] <= 0.0 for row in result.losses)
-    assert all(row["benign_sft"] > 0 for row in result.losses)
-    assert result.arguments["tamper_weight"] == result.arguments["retain_sft_weight"] == 1.0
+    assert len(losses) == 4
+    assert all("tamper" in row and -1.0 <= row["tamper"] <= 0.0 for row in losses)
+    assert all(row["benign_sft"] > 0 for row in losses)
 
 
 def test_without_the_tamper_loss_no_attack_is_simulated(organism, small_data, tmp_path) -> None:
-    model, tokenizer, _ = organism
-    args = load_arguments(
-        get_defense("circuit_breakers"),
-        output_dir=str(tmp_path / "out"),
-        max_steps=2,
-        logging_steps=1,
-        save_steps=100,
-    )
-    _, result = defend(
-        "circuit_breakers", copy.deepcopy(model), tokenizer, small_data, args, progress=False
-    )
-    assert not any("tamper" in row or "benign_sft" in row for row in result.losses)
+    losses = _train_circuit_breakers(organism, small_data, tmp_path, max_steps=2)
+    assert losses and not any("tamper" in row or "benign_sft" in row for row in losses)
