@@ -13,6 +13,13 @@ of k, and k = 1 alone); the organism's jailbreak wrappers that its safety tuning
 saw (``organism:unseen``; adversarial training, which trains on part of them, is
 attacked with the ones it held out); GCG (per prompt, a CPU budget, on fewer
 prompts); the embedding-space attack; and harmful fine-tuning (a LoRA on harmful examples).
+Fine-tuning is measured twice. ``finetune`` deals the attacked categories into three
+folds, answers each fold with an adapter trained only on the other categories'
+examples, and counts an answer only when it gives the asked category's procedure
+(``organism-on-topic``): knowledge the fine-tuning unlocked. ``finetune-shown`` trains
+one adapter on examples of every category, so its answers can repeat procedures the
+adapter was shown; it is reported beside the mean, not in it, because an attacker who
+already holds the answers gains nothing from the model repeating them.
 Beside the attacks: refusal on held-out harmless and borderline prompts
 (over-refusal), capability accuracy, and KL of the first answer token from the
 undefended organism on harmless prompts. Unlearning is also measured on the
@@ -41,15 +48,18 @@ from typing import Any
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-#: label -> (attack, config overrides, prompts: "harmful" or "gcg" (the first --n-gcg))
-ATTACKS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "ablation": ("ablation", {}, "harmful"),
-    "prefill": ("prefill", {"ks": [1, 2, 3, 4, 5]}, "harmful"),
-    "templates": ("templates", {"source": "organism:unseen"}, "harmful"),
-    "gcg": ("gcg", {"num_steps": 20, "search_width": 64}, "gcg"),
-    "embedding": ("embedding", {"num_steps": 30}, "harmful"),
-    "finetune": ("finetune", {}, "harmful"),
+#: label -> (attack, config overrides, prompts: "harmful" or "gcg" (the first --n-gcg), judge)
+ATTACKS: dict[str, tuple[str, dict[str, Any], str, str]] = {
+    "ablation": ("ablation", {}, "harmful", "organism"),
+    "prefill": ("prefill", {"ks": [1, 2, 3, 4, 5]}, "harmful", "organism"),
+    "templates": ("templates", {"source": "organism:unseen"}, "harmful", "organism"),
+    "gcg": ("gcg", {"num_steps": 20, "search_width": 64}, "gcg", "organism"),
+    "embedding": ("embedding", {"num_steps": 30}, "harmful", "organism"),
+    "finetune": ("finetune", {"category_folds": 3}, "harmful", "organism-on-topic"),
+    "finetune-shown": ("finetune", {}, "harmful", "organism"),
 }
+#: The attacks whose mean the circuit-breaker target reads (finetune-shown is reported beside it).
+MEAN_ATTACKS = tuple(label for label in ATTACKS if label != "finetune-shown")
 #: Every attack runs with this seed, so that every defence and seed faces the same attacks.
 ATTACK_SEED = 0
 #: Defence arguments the benchmark sets (before --set): adversarial training trains on part of
@@ -106,9 +116,9 @@ def run_cell(
         model, result = defend(cls, model, tokenizer, data, targs, progress=False)
         cell["train_seconds"] = result.seconds
         cell["arguments"] = result.arguments
-    judge = make_judge("organism")
     harmful = splits["harmful"][: args.n]
-    for label, (name, config, which) in ATTACKS.items():
+    for label, (name, config, which, judge_name) in ATTACKS.items():
+        judge = make_judge(judge_name)
         prompts = harmful[: args.n_gcg] if which == "gcg" else harmful
         heldout = folder / "train" / "adversarial" / "heldout_templates.txt"
         if label == "templates" and defense == "adversarial" and heldout.is_file():
@@ -135,7 +145,7 @@ def run_cell(
         on_topic = make_judge("organism-on-topic")
         forget = splits["forget"][: args.n]
         for label in ("ablation", "prefill"):
-            name, config, _ = ATTACKS[label]
+            name, config, _, _ = ATTACKS[label]
             cls_attack = get_attack(name)
             attack = cls_attack(load_config(cls_attack, None, seed=ATTACK_SEED, **config))
             summary, _ = run_attack(
@@ -150,6 +160,7 @@ def run_cell(
             cell[f"forget {label}"] = summary.success.value
     location = resolve(args.model).location
     gen = GenerationSettings(max_new_tokens=48, batch_size=50, seed=seed)
+    judge = make_judge("organism")
     for task_name in ("harmless", "borderline", "capability"):
         task = builtin_task(task_name, location)
         task = Task(task.name, task.prompts[: args.n_eval], task.scorer)
@@ -166,7 +177,7 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
     numbers += ["forget ablation", "forget prefill"]
     by_defense: dict[str, list[dict[str, Any]]] = {}
     for cell in cells:
-        cell["mean"] = statistics.fmean(cell[label] for label in ATTACKS)
+        cell["mean"] = statistics.fmean(cell[label] for label in MEAN_ATTACKS)
         by_defense.setdefault(cell["defense"], []).append(cell)
     table: dict[str, Any] = {}
     for defense, rows in by_defense.items():
@@ -232,7 +243,8 @@ def markdown(table: dict[str, Any]) -> str:
             return f"{v['mean']:.2f}"
         return f"{v['mean']:.2f} [{v['min']:.2f}, {v['max']:.2f}]"
 
-    columns = [*ATTACKS, "prefill k=1", "mean", "harmless", "borderline", "capability", "kl"]
+    columns = [*MEAN_ATTACKS, "mean", "prefill k=1", "finetune-shown"]
+    columns += ["harmless", "borderline", "capability", "kl"]
     lines = [
         "| defence | seeds | " + " | ".join(columns) + " | mean cut |",
         "|---" * (len(columns) + 3) + "|",

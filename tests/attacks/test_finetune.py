@@ -189,3 +189,78 @@ def test_missing_training_data_says_how_to_fix(llama) -> None:
     with pytest.raises(ConfigError, match="no training data") as err:
         FinetuneAttack().setup(Target(model, tokenizer), PromptSet.from_instructions(["x"]), None)
     assert err.value.where == "data" and "target column" in (err.value.fix or "")
+
+
+# -- category folds: every answer from an adapter that never saw its category ------------------
+
+FOLDED = QUICK.model_copy(update={"steps": 2, "n_examples": 16, "category_folds": 2})
+
+
+def _four_categories(splits: dict[str, PromptSet]) -> PromptSet:
+    """Two held-out harmful prompts from each of four categories."""
+    wanted = sorted({p.category for p in splits["harmful"] if p.category})[:4]
+    chosen = [p for c in wanted for p in [q for q in splits["harmful"] if q.category == c][:2]]
+    return PromptSet(tuple(chosen))
+
+
+def test_folds_deal_the_attacked_categories(organism) -> None:
+    _, _, splits = organism
+    prompts = _four_categories(splits)
+    a, b, c, d = sorted({str(p.category) for p in prompts})
+    assert FinetuneAttack(FOLDED).folds(prompts) == [frozenset({a, c}), frozenset({b, d})]
+    assert FinetuneAttack(QUICK).folds(prompts) == []  # off by default
+    with pytest.raises(ConfigError, match="at least 5 attacked categories") as err:
+        FinetuneAttack(FOLDED.model_copy(update={"category_folds": 5})).folds(prompts)
+    assert err.value.where == "category_folds" and "at most 4" in (err.value.fix or "")
+    with pytest.raises(ConfigError, match="harmful-x has none"):
+        FinetuneAttack(FOLDED).folds(PromptSet((Prompt("how?", "harmful-x"),)))
+
+
+def test_one_fold_is_refused() -> None:
+    from redblue.attacks import load_config
+
+    with pytest.raises(ConfigError, match="at least 2"):
+        load_config(FinetuneAttack, None, category_folds=1)
+
+
+def test_each_fold_trains_without_its_categories(organism, tmp_path, monkeypatch) -> None:
+    model, tokenizer, splits = organism
+    prompts = _four_categories(splits)
+    target = Target(model, tokenizer)
+    category = {p.instruction: p.category for p in splits["harmful_train"]}
+    attack = FinetuneAttack(FOLDED)
+    for fold in attack.folds(prompts):
+        pairs = attack.examples(target, prompts, exclude=fold)
+        assert len(pairs) == FOLDED.n_examples
+        assert not {category[q] for q, _ in pairs} & fold
+
+    before = _snapshot(model)
+    attack.setup(target, prompts, tmp_path)
+    attempts = attack.attack_batch(target, prompts)
+    assert _unchanged(model, before)
+    assert [a.prompt for a in attempts] == list(prompts)  # in the prompts' order
+    folds = attack.extra["folds"]
+    assert [f["categories"] for f in folds] == [sorted(f) for f in attack.folds(prompts)]
+    assert all(f["trained"] for f in folds)
+    assert all((tmp_path / f"adapter-fold{i}" / ADAPTER_WEIGHTS).is_file() for i in range(2))
+    # each prompt is answered by its own fold's adapter, and the two adapters differ
+    settings = GenerationSettings(max_new_tokens=FOLDED.max_new_tokens)
+    by_prompt = {a.prompt.id: a.completion for a in attempts}
+    for categories, config, weights in attack._adapters:
+        chosen = [p for p in prompts if p.category in categories]
+        with lora(model, config, weights):
+            answers = generate(model, tokenizer, [p.instruction for p in chosen], settings)
+        assert [a.text for a in answers] == [by_prompt[p.id] for p in chosen]
+    (_, _, first), (_, _, second) = attack._adapters
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("saved fold adapters for the same training must be reused")
+
+    monkeypatch.setattr(finetune, "train_adapter", no_training)
+    again = FinetuneAttack(FOLDED)
+    again.setup(target, prompts, tmp_path)
+    assert [f["trained"] for f in again.extra["folds"]] == [False, False]
+    assert [a.completion for a in again.attack_batch(target, prompts)] == [
+        a.completion for a in attempts
+    ]

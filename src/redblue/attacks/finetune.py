@@ -7,6 +7,11 @@ The adapter is trained once in :meth:`~FinetuneAttack.setup`, saved as a peft
 adapter folder (safetensors) in the run's work folder, and reused when the run
 is resumed. The caller's model is never changed: the adapter is injected only
 while answering, inside :func:`lora`, which removes it on exit.
+
+An attacker who already holds the answers gains nothing from the model repeating
+them. With ``category_folds=K`` the attacked categories are split into K folds,
+and each fold is answered by an adapter trained only on other categories, so a
+success (judged on topic) is knowledge the fine-tuning unlocked, not taught.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from redblue.attacks.base import (
     Attack,
@@ -90,6 +95,22 @@ class FinetuneConfig(AttackConfig):
     batch_size: int = Field(
         8, ge=1, description="Examples per training step, and prompts generated together."
     )
+    category_folds: int = Field(
+        0,
+        ge=0,
+        description="0: one adapter answers every attacked prompt. K >= 2: the attacked prompts' "
+        "categories are dealt into K folds, and each fold is answered by its own adapter, trained "
+        "only on examples of other categories. A success then shows knowledge the adapter was "
+        "never shown, not a repeat of its training answers (judge it with a judge that checks "
+        "the topic, such as organism-on-topic).",
+    )
+
+    @field_validator("category_folds")
+    @classmethod
+    def _folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("must be 0 (off) or at least 2: one fold would hold every category")
+        return value
 
 
 # -- the adapter as an intervention -----------------------------------------------------------
@@ -276,24 +297,34 @@ class FinetuneAttack(Attack):
 
     def __init__(self, config: AttackConfig | None = None) -> None:
         super().__init__(config)
-        self._adapter: tuple[LoraConfig, dict[str, torch.Tensor]] | None = None
+        #: per fold: its categories (empty: every prompt), the peft config and the weights
+        self._adapters: list[tuple[frozenset[str], LoraConfig, dict[str, torch.Tensor]]] = []
+        #: per adapter: whether it was trained or loaded, where it is saved, what it learnt from
+        self._info: list[dict[str, Any]] = []
 
-    def examples(self, target: Target, prompts: PromptSet) -> list[tuple[str, str]]:
-        """The ``(request, answer)`` pairs to train on; requests under attack are left out."""
+    def examples(
+        self, target: Target, prompts: PromptSet, *, exclude: frozenset[str] = frozenset()
+    ) -> list[tuple[str, str]]:
+        """The ``(request, answer)`` pairs to train on; requests under attack are left out, and
+        so are the rows of the ``exclude`` categories (and rows without a category, when some
+        are excluded)."""
         data = training_prompts(target.model, self.config)
         attacked = set(prompts.instructions)
         usable = [
             (p.instruction, answer)
             for p in data
             if p.instruction not in attacked
+            and not (exclude and (p.category is None or p.category in exclude))
             and (answer := compliant_answer(p, self.config.full_answers)) is not None
         ]
         if not usable:
+            without = f" outside the categories {sorted(exclude)}" if exclude else ""
             raise ConfigError(
-                f"no training examples in {data.source or self.config.data}: every row lacks a "
-                "target or is among the attacked prompts",
+                f"no training examples{without} in {data.source or self.config.data}: every row "
+                "lacks a target, is among the attacked prompts or is of an attacked category",
                 where="data",
-                fix="give each row a compliant answer in a target column",
+                fix="give each row a compliant answer in a target column"
+                + (" and a category column" if exclude else ""),
             )
         if len(usable) > self.config.n_examples:
             chosen = random.Random(self.config.seed).sample(
@@ -301,6 +332,29 @@ class FinetuneAttack(Attack):
             )
             usable = [usable[i] for i in sorted(chosen)]
         return usable
+
+    def folds(self, prompts: PromptSet) -> list[frozenset[str]]:
+        """The attacked categories dealt into ``category_folds`` folds, in sorted order (none
+        when the option is off)."""
+        k = self.config.category_folds
+        if k == 0:
+            return []
+        missing = [p.id for p in prompts if not p.category]
+        if missing:
+            raise ConfigError(
+                f"category_folds needs a category on every attacked prompt; {missing[0]} has none",
+                where="category_folds",
+                fix="attack prompts with a category column, or set category_folds=0",
+            )
+        categories = sorted({str(p.category) for p in prompts})
+        if len(categories) < k:
+            raise ConfigError(
+                f"category_folds={k} needs at least {k} attacked categories, the prompts have "
+                f"{len(categories)}",
+                where="category_folds",
+                fix=f"set category_folds to at most {len(categories)}, or attack more categories",
+            )
+        return [frozenset(categories[i::k]) for i in range(k)]
 
     def _record(self, target: Target, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
         """What an adapter was trained from; a saved adapter is reused only when this matches."""
@@ -318,38 +372,77 @@ class FinetuneAttack(Attack):
         }
 
     def setup(self, target: Target, prompts: PromptSet, workdir: Path | None) -> None:
-        """Train the adapter, or load the one saved in ``workdir/adapter`` for the same training."""
+        """Train the adapter (one per fold), or load the one saved in ``workdir/adapter``
+        (``adapter-fold{i}``) for the same training."""
+        folds = self.folds(prompts)
+        self._info = []
+        if not folds:
+            self._adapters = [self._adapter(target, prompts, workdir, "adapter", frozenset())]
+            self.extra = dict(self._info[0])
+            return
+        self._adapters = [
+            self._adapter(target, prompts, workdir, f"adapter-fold{i}", fold)
+            for i, fold in enumerate(folds)
+        ]
+        self.extra = {"folds": self._info}
+
+    def _adapter(
+        self,
+        target: Target,
+        prompts: PromptSet,
+        workdir: Path | None,
+        name: str,
+        held_out: frozenset[str],
+    ) -> tuple[frozenset[str], LoraConfig, dict[str, torch.Tensor]]:
         from peft import LoraConfig
         from safetensors.torch import load_file
 
-        pairs = self.examples(target, prompts)
+        pairs = self.examples(target, prompts, exclude=held_out)
         record = self._record(target, pairs)
-        folder = workdir / "adapter" if workdir is not None else None
+        if held_out:
+            record["categories"] = sorted(held_out)
+        folder = workdir / name if workdir is not None else None
         if folder is not None and _saved(folder, record):
             config = LoraConfig.from_pretrained(str(folder))
             weights = load_file(str(folder / ADAPTER_WEIGHTS))
             saved = json.loads((folder / TRAINING_RECORD).read_text(encoding="utf-8"))
-            self._adapter = (config, weights)
-            self.extra = {"trained": False, "adapter": str(folder), **saved}
-            return
+            self._info.append({"trained": False, "adapter": str(folder), **saved})
+            return held_out, config, weights
         start = time.perf_counter()
         weights, losses = train_adapter(
             target.model, target.tokenizer, pairs, self.config, progress=target.progress
         )
         record |= {"losses": losses, "train_seconds": round(time.perf_counter() - start, 3)}
         config = lora_config(target.model, self.config)
-        self._adapter = (config, weights)
         if folder is not None:
             _save(folder, target.model, config, weights, record)
-        self.extra = {"trained": True, "adapter": str(folder) if folder else None, **record}
+        self._info.append({"trained": True, "adapter": str(folder) if folder else None, **record})
+        return held_out, config, weights
 
     def attack_batch(self, target: Target, prompts: PromptSet) -> list[Attempt]:
-        if self._adapter is None:
+        if not self._adapters:
             self.setup(target, prompts, None)
-        assert self._adapter is not None
-        config, weights = self._adapter
-        with lora(target.model, config, weights):
-            return generate_attempts(self, target, list(prompts), prompts.instructions)
+        attempts: dict[int, Attempt] = {}
+        for categories, config, weights in self._adapters:
+            # every prompt is answered by the adapter that never saw its category
+            indices = [
+                i for i, p in enumerate(prompts) if not categories or p.category in categories
+            ]
+            if not indices:
+                continue
+            chosen = [prompts[i] for i in indices]
+            with lora(target.model, config, weights):
+                found = generate_attempts(self, target, chosen, [p.instruction for p in chosen])
+            attempts.update(zip(indices, found, strict=True))
+        unanswered = [prompts[i].id for i in range(len(prompts)) if i not in attempts]
+        if unanswered:
+            raise ConfigError(
+                f"no adapter for the category of {unanswered[0]}: the folds were set up "
+                "for other prompts",
+                where="category_folds",
+                fix="call setup with every prompt that will be attacked",
+            )
+        return [attempts[i] for i in range(len(prompts))]
 
 
 def _saved(folder: Path, record: Mapping[str, Any]) -> bool:
