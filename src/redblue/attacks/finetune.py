@@ -299,8 +299,6 @@ class FinetuneAttack(Attack):
         super().__init__(config)
         #: per fold: its categories (empty: every prompt), the peft config and the weights
         self._adapters: list[tuple[frozenset[str], LoraConfig, dict[str, torch.Tensor]]] = []
-        #: per adapter: whether it was trained or loaded, where it is saved, what it learnt from
-        self._info: list[dict[str, Any]] = []
 
     def examples(
         self, target: Target, prompts: PromptSet, *, exclude: frozenset[str] = frozenset()
@@ -375,16 +373,15 @@ class FinetuneAttack(Attack):
         """Train the adapter (one per fold), or load the one saved in ``workdir/adapter``
         (``adapter-fold{i}``) for the same training."""
         folds = self.folds(prompts)
-        self._info = []
-        if not folds:
-            self._adapters = [self._adapter(target, prompts, workdir, "adapter", frozenset())]
-            self.extra = dict(self._info[0])
-            return
-        self._adapters = [
-            self._adapter(target, prompts, workdir, f"adapter-fold{i}", fold)
-            for i, fold in enumerate(folds)
+        names = [f"adapter-fold{i}" for i in range(len(folds))] if folds else ["adapter"]
+        built = [
+            self._adapter(target, prompts, workdir, name, fold)
+            for name, fold in zip(names, folds or [frozenset()], strict=True)
         ]
-        self.extra = {"folds": self._info}
+        self._adapters = [adapter for adapter, _ in built]
+        # per adapter: whether it was trained or loaded, where it is saved, what it learnt from
+        info = [record for _, record in built]
+        self.extra = {"folds": info} if folds else info[0]
 
     def _adapter(
         self,
@@ -393,7 +390,9 @@ class FinetuneAttack(Attack):
         workdir: Path | None,
         name: str,
         held_out: frozenset[str],
-    ) -> tuple[frozenset[str], LoraConfig, dict[str, torch.Tensor]]:
+    ) -> tuple[tuple[frozenset[str], LoraConfig, dict[str, torch.Tensor]], dict[str, Any]]:
+        """The adapter for the prompts outside ``held_out`` (trained, or loaded from
+        ``workdir/name``) and what it was trained from."""
         from peft import LoraConfig
         from safetensors.torch import load_file
 
@@ -406,8 +405,7 @@ class FinetuneAttack(Attack):
             config = LoraConfig.from_pretrained(str(folder))
             weights = load_file(str(folder / ADAPTER_WEIGHTS))
             saved = json.loads((folder / TRAINING_RECORD).read_text(encoding="utf-8"))
-            self._info.append({"trained": False, "adapter": str(folder), **saved})
-            return held_out, config, weights
+            return (held_out, config, weights), {"trained": False, "adapter": str(folder), **saved}
         start = time.perf_counter()
         weights, losses = train_adapter(
             target.model, target.tokenizer, pairs, self.config, progress=target.progress
@@ -416,8 +414,8 @@ class FinetuneAttack(Attack):
         config = lora_config(target.model, self.config)
         if folder is not None:
             _save(folder, target.model, config, weights, record)
-        self._info.append({"trained": True, "adapter": str(folder) if folder else None, **record})
-        return held_out, config, weights
+        info = {"trained": True, "adapter": str(folder) if folder else None, **record}
+        return (held_out, config, weights), info
 
     def attack_batch(self, target: Target, prompts: PromptSet) -> list[Attempt]:
         if not self._adapters:
