@@ -314,6 +314,12 @@ def organism(args: argparse.Namespace) -> None:
             path = folder / "cell.json"
             if path.is_file():
                 cell = json.loads(path.read_text())
+                missing = [label for label in ATTACKS if label not in cell]
+                if missing:
+                    raise SystemExit(
+                        f"{path} was measured by an older version of this benchmark (it has no "
+                        f"{', '.join(missing)}): use a fresh --out, or delete {folder} to rerun it"
+                    )
             else:
                 print(f"{defense} seed {seed} ...", flush=True)
                 cell = run_cell(defense, seed, args, reference, folder)
